@@ -1,0 +1,684 @@
+"""Shared plumbing for the ganzoo scripts: arguments, device, seeding, data, batching, grids, checkpoints, logging.
+
+Nothing here is a model or a loss: what a reader came to learn stays in the architecture file.
+The one object a training script talks to is `Run` (at the bottom): it refuses or resumes a run, yields
+batches, logs, samples the fixed-noise grid and writes checkpoints, so the script's loop stays
+
+    for real, labels in run.batches():
+        run.log(train_step(...))
+"""
+import argparse
+import gzip
+import hashlib
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+CKPT_FORMAT, CKPT_VERSION = "ganzoo-checkpoint", 1
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "folder")
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+RAM_BUDGET = 4 * 2**30  # bytes: a dataset whose uint8 tensor fits is decoded once and batched from memory
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+class UserError(Exception):
+    """A mistake the user can fix: printed as one line, no traceback. code 2 = usage error."""
+
+    def __init__(self, message, code=1):
+        super().__init__(message)
+        self.code = code
+
+
+def cli(main):
+    """Run main() and turn user errors into one line on stderr and a non-zero exit."""
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.code)
+    except KeyboardInterrupt:
+        print("interrupted: checkpoints already written are intact (continue with --resume)", file=sys.stderr)
+        sys.exit(130)
+
+
+# ----------------------------------------------------------------------------------------------------------- arguments
+def positive_int(s):
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not an integer")
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"{s!r} must be > 0")
+    return v
+
+
+def positive_float(s):
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a number")
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"{s!r} must be a positive number")
+    return v
+
+
+def arg_parser(doc, *, lr, batch_size, latent_dim=100, epochs=25):
+    """The command-line contract every training script shares; each script passes its paper's defaults."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", choices=DATASETS, default="mnist", help="training data")
+    p.add_argument("--data-root", default="data", help="where the dataset lives (or is downloaded to); "
+                   "for --dataset folder: the image folder itself")
+    p.add_argument("--image-size", type=int, default=None, help="32 or 64 (default: 32 for mnist, fashion-mnist "
+                   "and cifar10, 64 for folder)")
+    p.add_argument("--epochs", type=positive_int, default=epochs, help="passes over the training set")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many steps in all "
+                   "(smoke runs); a checkpoint is written where it stops")
+    p.add_argument("--batch-size", type=positive_int, default=batch_size, help="images per step")
+    p.add_argument("--lr", type=positive_float, default=lr, help="learning rate")
+    p.add_argument("--latent-dim", type=positive_int, default=latent_dim, help="size of z")
+    p.add_argument("--conditional", action="store_true", help="class-conditional: G and D both get the label")
+    p.add_argument("--seed", type=int, default=0, help="random seed (weights, noise, data order)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                   help="auto: cuda, then mps, then cpu")
+    p.add_argument("--out", default=".", help="root for models/, results/ and runs/")
+    p.add_argument("--name", default=None, help="run name (default <arch>_<dataset>, _cond when conditional)")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
+                   help="continue the run from its last checkpoint, or from the checkpoint given")
+    p.add_argument("--sample-every", type=int, default=0, metavar="N", help="also save a grid every N steps (0: off)")
+    p.add_argument("--tensorboard", action="store_true", help="also log to <out>/runs/<name> (needs tensorboard)")
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes (decoding folders, streaming)")
+    return p
+
+
+def finish_args(parser, argv, arch):
+    """Parse, fill the defaults that depend on other flags, and reject values argparse cannot check alone."""
+    args = parser.parse_args(argv)
+    args.arch = arch
+    if args.image_size is None:
+        args.image_size = 64 if args.dataset == "folder" else 32
+    if args.image_size not in (32, 64):
+        parser.error(f"--image-size must be 32 or 64, not {args.image_size}")
+    if args.workers < 0 or args.sample_every < 0:
+        parser.error("--workers and --sample-every must be >= 0")
+    if args.name is None:
+        args.name = f"{arch}_{args.dataset.replace('-', '_')}" + ("_cond" if args.conditional else "")
+    if not args.name or os.sep in args.name or args.name.startswith("."):
+        parser.error(f"--name {args.name!r} must be a plain folder name")
+    if args.resume:
+        _resume_args(args)
+    return args
+
+
+RESUMABLE = ("epochs", "max_steps", "device", "workers", "tensorboard", "sample_every", "out", "resume")
+
+
+def _resume_args(args):
+    """--resume: the run's settings come from its checkpoint (so G and D are rebuilt the same); only the
+    run-control flags in RESUMABLE may change."""
+    path = Path(args.out) / "models" / args.name / "last.pt" if args.resume is True else Path(args.resume)
+    if not path.exists():
+        raise UserError(f"--resume: no checkpoint at {path} (start the run without --resume, or give its path)", 2)
+    ck = load_checkpoint(path)
+    if ck["arch"] != args.arch:
+        raise UserError(f"--resume: {path} was written by {ck['arch']}.py, not {args.arch}.py", 2)
+    for k, v in ck["args"].items():
+        if k not in RESUMABLE:
+            setattr(args, k, v)
+    args.resume = str(path)
+
+
+# ------------------------------------------------------------------------------------------------------ device, seeds
+def get_device(name="auto"):
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU is visible to PyTorch (use --device auto or cpu)", 2)
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("--device mps: Apple MPS is not available here (use --device auto or cpu)", 2)
+    return torch.device(name)
+
+
+def seed_everything(seed):
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def rng_state():
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------------------------------------------------- data
+@dataclass
+class Data:
+    """A dataset as the scripts see it. `images` is a uint8 (N, C, S, S) tensor at training size when it fits
+    in RAM, else None and `stream` is a torch Dataset yielding (uint8 image, label). `native_size` and `mapping`
+    ('pad', 'resize' or 'none') say how the files' images became S x S, so samples can be mapped back exactly."""
+    name: str
+    channels: int
+    image_size: int
+    native_size: int
+    mapping: str
+    classes: list
+    labels: torch.Tensor
+    images: torch.Tensor = None
+    stream: object = None
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self):
+        return len(self.labels)
+
+
+def to_training_size(x, size):
+    """uint8 (N, C, s, s) -> (N, C, size, size). 28 -> 32 pads 2 black pixels a side (exactly invertible: MNIST
+    digits sit on a black background with a 4-pixel margin already); any other change of size is a bilinear
+    antialiased resize. Returns the images and the name of the mapping."""
+    s = x.shape[-1]
+    if s == size:
+        return x, "none"
+    if s == 28 and size == 32:
+        return F.pad(x, (2, 2, 2, 2)), "pad"
+    y = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return y.round().clamp(0, 255).to(torch.uint8), "resize"
+
+
+def to_native_size(x, native_size, mapping):
+    """Exact inverse of to_training_size for 'pad' and 'none', the matching resize for 'resize'. x: float or uint8."""
+    if mapping == "none":
+        return x
+    if mapping == "pad":
+        p = (x.shape[-1] - native_size) // 2
+        return x[..., p:p + native_size, p:p + native_size]
+    y = F.interpolate(x.float(), size=(native_size, native_size), mode="bilinear", antialias=True, align_corners=False)
+    return y.round().clamp(0, 255).to(torch.uint8) if x.dtype == torch.uint8 else y
+
+
+def load_dataset(name, root, image_size, split="train", conditional=False, ram_budget=None, workers=2):
+    """Load a dataset by name (see DATASETS). split: 'train' or 'test'."""
+    ram_budget = RAM_BUDGET if ram_budget is None else ram_budget
+    root = Path(root)
+    if name in ("mnist", "fashion-mnist"):
+        images, labels, classes, source = _load_idx(name, root, split)
+        images = images.unsqueeze(1)  # (N, 1, 28, 28)
+    elif name == "cifar10":
+        folder = next((r / split for r in (root, root / "cifar10-jpg") if _has_class_dirs(r / split)), None)
+        if folder is not None:  # an image-folder copy, e.g. the JPEG export laid out by ../shared/data/unpack.sh
+            return _load_folder(folder, 32 if image_size is None else image_size, conditional, ram_budget, workers,
+                                name="cifar10", native=32)
+        images, labels, classes, source = _load_cifar10(root, split)
+    elif name == "folder":
+        if split != "train":
+            raise UserError("--dataset folder has no test split: give the reference folder itself", 2)
+        return _load_folder(root, 64 if image_size is None else image_size, conditional, ram_budget, workers)
+    else:
+        raise UserError(f"unknown dataset {name!r}: choose from {', '.join(DATASETS)}", 2)
+    native = images.shape[-1]
+    images, mapping = to_training_size(images, image_size or native)
+    return Data(name, images.shape[1], images.shape[-1], native, mapping, classes, labels, images=images,
+                source=source)
+
+
+def _load_idx(name, root, split):
+    import torchvision.datasets as tvd
+    cls = tvd.MNIST if name == "mnist" else tvd.FashionMNIST
+    train = split == "train"
+    try:
+        ds = cls(root, train=train, download=False)
+    except RuntimeError:
+        raw = root / cls.__name__ / "raw"
+        if name == "fashion-mnist" and DEBIAN_FASHION_MNIST.is_dir():
+            _unpack_debian_fashion_mnist(raw)  # Debian's dataset-fashion-mnist: no download needed
+        else:
+            _download(lambda: cls(root, train=train, download=True), name, raw,
+                      ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                       "t10k-labels-idx1-ubyte"])
+        ds = cls(root, train=train, download=False)
+    classes = [c.split(" - ")[0] for c in ds.classes]  # MNIST's '0 - zero' -> '0'
+    return ds.data, ds.targets.long(), classes, str(root / cls.__name__)
+
+
+def _unpack_debian_fashion_mnist(raw):
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+        for gz in sorted(DEBIAN_FASHION_MNIST.glob("*-ubyte.gz")):
+            dst = raw / gz.name[:-3]
+            if not dst.exists():
+                with gzip.open(gz, "rb") as f, open(f"{dst}.tmp", "wb") as out:
+                    shutil.copyfileobj(f, out)
+                os.replace(f"{dst}.tmp", dst)
+    except OSError as e:
+        raise UserError(f"cannot unpack Debian's Fashion-MNIST into {raw}: {e}")
+
+
+def _load_cifar10(root, split):
+    import torchvision.datasets as tvd
+    train = split == "train"
+    try:
+        ds = tvd.CIFAR10(root, train=train, download=False)
+    except RuntimeError:
+        _download(lambda: tvd.CIFAR10(root, train=train, download=True), "cifar10", root / "cifar-10-batches-py",
+                  ["cifar-10-python.tar.gz (torchvision layout)", f"or an image folder {root}/{split}/<class>/*.png"])
+        ds = tvd.CIFAR10(root, train=train, download=False)
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
+    return images, torch.tensor(ds.targets), list(ds.classes), str(root / "cifar-10-batches-py")
+
+
+def _download(fn, name, where, files):
+    print(f"{name}: not found under {where}; downloading...", file=sys.stderr)
+    try:
+        fn()
+    except Exception as e:  # torchvision raises several kinds (URLError, RuntimeError, OSError) when offline
+        raise UserError(f"{name} is missing and could not be downloaded ({type(e).__name__}): put "
+                        f"{', '.join(files)} in {where} (offline copies: ../shared/data/unpack.sh data)") from None
+
+
+def _has_class_dirs(path):
+    return path.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir())
+
+
+def _list_images(root):
+    """Files of a folder; class subfolders (any depth below them) become labels when present."""
+    if not root.is_dir():
+        raise UserError(f"image folder {root} does not exist", 2)
+    top = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+    dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes, files, labels = [], list(top), [-1] * len(top)
+    for d in dirs:
+        found = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+        if found:
+            labels += [len(classes)] * len(found)
+            files += found
+            classes.append(d.name)
+    if not files:
+        raise UserError(f"no images ({', '.join(IMG_EXTENSIONS)}) in {root}", 2)
+    if classes and top:
+        classes, labels = [], [-1] * len(files)  # loose files beside class folders: treat all as unlabelled
+    return files, torch.tensor(labels), classes
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Decode, resize the short side and center-crop to size x size, as uint8 (C, size, size)."""
+
+    def __init__(self, files, labels, size, channels):
+        self.files, self.labels, self.size, self.mode = files, labels, size, "L" if channels == 1 else "RGB"
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        import torchvision.transforms.v2.functional as TF
+        with Image.open(self.files[i]) as im:
+            x = TF.pil_to_tensor(im.convert(self.mode))
+        x = TF.center_crop(TF.resize(x, self.size, antialias=True), [self.size, self.size])
+        return x, self.labels[i]
+
+
+def _load_folder(root, size, conditional, ram_budget, workers, name="folder", native=None):
+    files, labels, classes = _list_images(Path(root))
+    if conditional and not classes:
+        raise UserError(f"--conditional needs class subfolders in {root} (e.g. {root}/cat/*.jpg)", 2)
+    ds = ImageFiles(files, labels, size, 3)
+    mapping = "none" if native in (None, size) else "resize"
+    common = dict(channels=3, image_size=size, native_size=native or size, mapping=mapping, classes=classes,
+                  labels=labels, source=str(root))
+    if len(files) * 3 * size * size > ram_budget:
+        return Data(name, stream=ds, **common)
+    return Data(name, images=_decode_cached(ds, root, workers), **common)
+
+
+def cache_dir():
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ganzoo"
+
+
+def _decode_cached(ds, root, workers):
+    """Decode a folder once into uint8 and cache it, keyed by its files, sizes, mtimes and the target size."""
+    h = hashlib.sha1(f"{Path(root).resolve()}|{ds.size}|{ds.mode}".encode())
+    for f in ds.files:
+        st = f.stat()
+        h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}".encode())
+    path = cache_dir() / f"folder-{h.hexdigest()[:16]}.pt"
+    if path.exists():
+        try:
+            return torch.load(path, weights_only=True)["images"]
+        except Exception:
+            pass  # unreadable cache: decode again
+    from tqdm import tqdm
+    loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=workers)
+    images = torch.cat([x for x, _ in tqdm(loader, desc=f"decoding {root} (once)", unit="batch")])
+    try:
+        atomic_save({"images": images}, path)
+    except OSError as e:
+        print(f"warning: could not cache decoded images in {path}: {e}", file=sys.stderr)
+    return images
+
+
+def normalize(x_uint8):
+    return x_uint8.float().div_(127.5).sub_(1.0)  # [0, 255] -> [-1, 1], G's Tanh range
+
+
+def to_uint8(x):
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def epoch_order(n, seed, epoch):
+    """The data order of one epoch, a function of (seed, epoch) only, so a resumed run sees the same batches."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+# ----------------------------------------------------------------------------------------------------- grids, GIFs
+def save_grid(images, path, nrow=8, row_labels=None, title=None):
+    """images in [-1, 1]; row_labels: one string per row, drawn in a left margin; title drawn on top."""
+    from PIL import Image, ImageDraw
+    from torchvision.utils import make_grid
+    grid = make_grid(images.detach().float().cpu().clamp(-1, 1), nrow=nrow, padding=2, normalize=True,
+                     value_range=(-1, 1), pad_value=1.0)
+    grid = Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy())
+    scale = max(1, 256 // grid.width)  # small grids (one 28px row) are upscaled to be readable
+    grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST) if scale > 1 else grid
+    left = 8 + 7 * max((len(s) for s in row_labels), default=0) if row_labels else 0
+    top = 14 if title else 0
+    canvas = Image.new("RGB", (grid.width + left, grid.height + top), "white")
+    canvas.paste(grid, (left, top))
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((left + 2, 1), title, fill="black")
+    if row_labels:
+        row_h = grid.height / math.ceil(len(images) / nrow)
+        for i, s in enumerate(row_labels):
+            draw.text((3, top + row_h * (i + 0.5) - 5), s, fill="black")
+    atomic_write(path, lambda tmp: canvas.save(tmp, format="PNG"))
+    return path
+
+
+def save_gif(frames, path, ms=500):
+    from PIL import Image
+    imgs = [Image.open(f).convert("RGB") for f in frames]
+    if imgs:
+        size = imgs[-1].size
+        imgs = [im if im.size == size else im.resize(size) for im in imgs]
+        atomic_write(path, lambda tmp: imgs[0].save(tmp, format="GIF", save_all=True, append_images=imgs[1:],
+                                                    duration=ms, loop=0))
+
+
+def plot_losses(csv_path, png_path):
+    """losses.csv -> losses.png: the losses on top, the other logged figures (D(x), D(G(z)), ...) below."""
+    import csv
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    with open(csv_path) as f:
+        rows = list(csv.reader(f))
+    if len(rows) < 3:
+        return
+    names, cols = rows[0], np.array(rows[1:], dtype=float).T
+    k = max(1, cols.shape[1] // 200)  # moving average over ~0.5% of the run, so trends show through GAN noise
+    fig, axes = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for name, y in zip(names[2:], cols[2:]):
+        ax = axes[0] if name.startswith("loss") else axes[1]
+        ax.plot(cols[0][k - 1:], np.convolve(y, np.ones(k) / k, mode="valid"), label=name, lw=1)
+    for ax in axes:
+        ax.legend(loc="upper right", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[1].set_xlabel(f"step (moving average of {k})")
+    fig.tight_layout()
+    atomic_write(png_path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------- checkpoints
+def atomic_write(path, write):
+    """write(tmp_path) then rename: a reader, or a run killed mid-write, never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_save(obj, path):
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Load a ganzoo checkpoint as plain data (weights_only=True: nothing in the file can run code)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.pt"
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path}", 2)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        msg = str(e)
+        if "weights_only" in msg or "Unsupported global" in msg or "unpickl" in msg.lower():
+            raise UserError(f"{path}: refused, it is not plain data (loading it would run code); "
+                            "ganzoo checkpoints never need that") from None
+        raise UserError(f"{path}: unreadable, truncated or not a PyTorch file ({type(e).__name__})") from None
+    if not (isinstance(ckpt, dict) and ckpt.get("format") == CKPT_FORMAT):
+        raise UserError(f"{path}: not a ganzoo checkpoint (a file written by dcgan.py, wgan.py, ...)")
+    if ckpt.get("version", 0) > CKPT_VERSION:
+        raise UserError(f"{path}: checkpoint version {ckpt['version']} is newer than this ganzoo "
+                        f"(reads {CKPT_VERSION}); update ganzoo")
+    ckpt["path"] = str(path)
+    return ckpt
+
+
+# ------------------------------------------------------------------------------------------------------------- Run
+class Run:
+    """One training run: folders, resume, fixed noise, batches with a progress bar, logging, grids, checkpoints.
+
+    models/<name>/epoch_NNN.pt and last.pt; results/<name>/epoch_NNN.png, progress.gif, losses.csv, losses.png;
+    runs/<name>/ for TensorBoard."""
+
+    def __init__(self, args, data, G, D, opt_G, opt_D, model_args, device, n_grid=64):
+        self.args, self.data, self.G, self.D, self.opt_G, self.opt_D = args, data, G, D, opt_G, opt_D
+        self.model_args, self.device = model_args, device
+        self.models = Path(args.out) / "models" / args.name
+        self.results = Path(args.out) / "results" / args.name
+        self.epoch, self.step, self.stats, self.tb, self.bar = 0, 0, [], None, None
+        self.classes = data.classes if args.conditional else []
+        if self.classes:  # one row per class, one column per z: each column shows one z across classes
+            cols = 10
+            self.fixed_z = torch.randn(cols, args.latent_dim, generator=torch.Generator().manual_seed(args.seed))
+            self.fixed_z = self.fixed_z.repeat(len(self.classes), 1)
+            self.fixed_labels = torch.arange(len(self.classes)).repeat_interleave(cols)
+        else:
+            self.fixed_z = torch.randn(n_grid, args.latent_dim, generator=torch.Generator().manual_seed(args.seed))
+            self.fixed_labels = None
+        if args.resume:
+            self._resume(args.resume)
+        elif any(self.models.glob("*.pt")):
+            raise UserError(f"{self.models} already holds checkpoints: add --resume to continue that run, "
+                            "or --name NEW to start another", 2)
+        if args.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard", 2) from None
+            self.tb = SummaryWriter(str(Path(args.out) / "runs" / args.name))
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+    def state(self):
+        a = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(self.args).items()}
+        d = self.data
+        return {"format": CKPT_FORMAT, "version": CKPT_VERSION, "arch": self.args.arch, "args": a,
+                "model_args": dict(self.model_args), "epoch": self.epoch, "step": self.step,
+                "G": self.G.state_dict(), "D": self.D.state_dict(),
+                "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
+                "fixed_z": self.fixed_z, "fixed_labels": self.fixed_labels, "rng": rng_state(),
+                "classes": list(d.classes), "image_shape": [d.channels, d.image_size, d.image_size],
+                "data": {"dataset": d.name, "native_size": d.native_size, "mapping": d.mapping, "source": d.source},
+                "torch_version": str(torch.__version__)}
+
+    def save(self, epoch_file):
+        state = self.state()
+        if epoch_file:
+            atomic_save(state, self.models / f"epoch_{self.epoch:03d}.pt")
+        atomic_save(state, self.models / "last.pt")
+
+    def _resume(self, path):  # the arguments were already taken from it by finish_args
+        ck = load_checkpoint(path, map_location=self.device)
+        self.G.load_state_dict(ck["G"])
+        self.D.load_state_dict(ck["D"])
+        self.opt_G.load_state_dict(ck["opt_G"])
+        self.opt_D.load_state_dict(ck["opt_D"])
+        self.epoch, self.step = ck["epoch"], ck["step"]
+        self.fixed_z, self.fixed_labels = ck["fixed_z"].cpu(), ck["fixed_labels"]
+        self.fixed_labels = None if self.fixed_labels is None else self.fixed_labels.cpu()
+        set_rng_state({k: (v.cpu() if torch.is_tensor(v) else [t.cpu() for t in v]) for k, v in ck["rng"].items()})
+        self._truncate_log()
+        print(f"resuming {path} at epoch {self.epoch}, step {self.step}", file=sys.stderr)
+
+    def _truncate_log(self):
+        """Drop log rows written after the checkpoint (a run killed mid-epoch), so the curve has no repeats."""
+        csv = self.results / "losses.csv"
+        if csv.exists():
+            lines = csv.read_text().splitlines(keepends=True)
+            keep = lines[:1] + [l for l in lines[1:] if int(l.split(",", 1)[0]) <= self.step]
+            atomic_write(csv, lambda tmp: Path(tmp).write_text("".join(keep)))
+
+    # ------------------------------------------------------------------------------------------------ batches
+    def steps_per_epoch(self):
+        return len(self.data) // self.args.batch_size
+
+    def batches(self):
+        """Yield (real in [-1, 1] on the device, labels or None) until --epochs or --max-steps; checkpoint and
+        sample at every epoch end."""
+        from tqdm import tqdm
+        a, n, per = self.args, len(self.data), self.steps_per_epoch()
+        if per == 0:
+            raise UserError(f"the dataset has {n} images, fewer than one batch of {a.batch_size}: "
+                            "lower --batch-size", 2)
+        images = None if self.data.images is None else self.data.images.to(self.device)
+        labels = self.data.labels.to(self.device)
+        t_start, done = time.time(), False
+        if self.epoch >= a.epochs:
+            print(f"{self.models} has already trained {self.epoch} epochs: raise --epochs to go on", file=sys.stderr)
+        while self.epoch < a.epochs and not done:
+            first = self.step - self.epoch * per  # > 0 when resuming inside an epoch
+            order = epoch_order(n, a.seed, self.epoch)[first * a.batch_size: per * a.batch_size]
+            self.bar = tqdm(total=per, initial=first, desc=f"epoch {self.epoch + 1}/{a.epochs}", unit="step",
+                            dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
+            t0, seen = time.time(), 0
+            for real, y in self._epoch_batches(images, labels, order):
+                yield real, (y if a.conditional else None)
+                self.step += 1
+                seen += len(real)
+                self.bar.update(1)
+                self.bar.set_postfix_str(self._postfix(seen / (time.time() - t0)), refresh=False)
+                if a.sample_every and self.step % a.sample_every == 0:
+                    self.sample(self.results / f"step_{self.step:07d}.png", f"step {self.step}")
+                if a.max_steps and self.step >= a.max_steps:
+                    done = True
+                    break
+            self.bar.close()
+            if self.step == (self.epoch + 1) * per:
+                self.epoch += 1
+                self.end_epoch()
+            else:  # --max-steps stopped inside an epoch: last.pt holds the partial epoch
+                self._flush_log()
+                self.save(epoch_file=False)
+                self.sample(self.results / f"step_{self.step:07d}.png", f"step {self.step}")
+        self.finish(time.time() - t_start)
+
+    def _epoch_batches(self, images, labels, order):
+        B = self.args.batch_size
+        if images is not None:  # in RAM: index a permutation, normalise the batch on the device
+            order = order.to(self.device)
+            for i in range(0, len(order) - B + 1, B):
+                idx = order[i:i + B]
+                yield normalize(images[idx]), labels[idx]
+        else:  # too big for RAM: stream through a DataLoader in the same order
+            loader = torch.utils.data.DataLoader(self.data.stream, batch_size=B, sampler=order.tolist(),
+                                                 num_workers=self.args.workers, drop_last=True,
+                                                 pin_memory=self.device.type == "cuda")
+            for x, y in loader:
+                yield normalize(x.to(self.device, non_blocking=True)), y.to(self.device)
+
+    # ------------------------------------------------------------------------------------------------ logging
+    def log(self, stats):
+        """stats: {'loss/d': tensor or float, ...} for the step just taken. A NaN or inf stops the run."""
+        row = {k: float(v) for k, v in stats.items()}
+        bad = [k for k, v in row.items() if not math.isfinite(v)]
+        if bad:
+            self.bar.close()
+            self._flush_log()
+            raise UserError(f"{bad[0]} is {row[bad[0]]} at step {self.step + 1} (epoch {self.epoch + 1}): training "
+                            f"diverged; the last good checkpoint is in {self.models} (try a lower --lr)")
+        self.stats.append((self.step + 1, self.epoch + 1, row))
+        if self.tb:
+            for k, v in row.items():
+                self.tb.add_scalar(k, v, self.step + 1)
+
+    def _postfix(self, img_s):
+        row = self.stats[-1][2] if self.stats else {}
+        names = {"loss/d": "loss_D", "loss/g": "loss_G"}
+        return " ".join(f"{names.get(k, k)}={v:.3f}" for k, v in row.items()) + f" img/s={img_s:.0f}"
+
+    def _flush_log(self):
+        if not self.stats:
+            return
+        csv = self.results / "losses.csv"
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        names = list(self.stats[0][2])
+        new = not csv.exists()
+        with open(csv, "a") as f:
+            if new:
+                f.write(",".join(["step", "epoch"] + [n.replace("/", "_") for n in names]) + "\n")
+            for step, epoch, row in self.stats:
+                f.write(f"{step},{epoch}," + ",".join(f"{row[n]:.6g}" for n in names) + "\n")
+        self.stats = []
+
+    @torch.no_grad()
+    def sample(self, path, title):
+        """The fixed-noise grid, in eval mode (BatchNorm running statistics) so it does not depend on the batch."""
+        self.G.eval()
+        y = None if self.fixed_labels is None else self.fixed_labels.to(self.device)
+        fake = self.G(self.fixed_z.to(self.device), y)
+        self.G.train()
+        rows = [str(c) for c in self.classes] if self.classes else None
+        save_grid(fake, path, nrow=10 if self.classes else 8, row_labels=rows, title=title)
+        if self.tb:
+            from torchvision.utils import make_grid
+            self.tb.add_image("samples", make_grid(fake.cpu(), nrow=8, normalize=True, value_range=(-1, 1)), self.step)
+
+    def end_epoch(self):
+        self._flush_log()
+        self.save(epoch_file=True)
+        self.sample(self.results / f"epoch_{self.epoch:03d}.png", f"epoch {self.epoch}")
+        save_gif(sorted(self.results.glob("epoch_*.png")), self.results / "progress.gif")
+        plot_losses(self.results / "losses.csv", self.results / "losses.png")
+
+    def finish(self, seconds):
+        self._flush_log()
+        if self.tb:
+            self.tb.close()
+        print(f"done: {self.step} steps, epoch {self.epoch}, {seconds:.0f} s\n"
+              f"  checkpoints  {self.models}/ (last.pt)\n"
+              f"  samples      {self.results}/epoch_NNN.png, progress.gif\n"
+              f"  losses       {self.results}/losses.csv, losses.png"
+              + (f"\n  tensorboard  {Path(self.args.out) / 'runs' / self.args.name}" if self.tb else ""))

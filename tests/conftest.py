@@ -1,0 +1,79 @@
+"""Tiny datasets the tests make themselves (no download, no ../shared): an MNIST and a Fashion-MNIST in IDX
+format, a CIFAR-10-like image folder with train/ and test/, a labelled and a flat image folder."""
+import gzip
+import os
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import common  # noqa: E402
+
+TINY = ["--width", "8", "--batch-size", "8", "--workers", "0", "--device", "cpu"]
+
+
+def write_idx(folder, prefix, n, seed, gz=False):
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, 28, 28), np.uint8)
+    images[:, 4:24, 4:24] = rng.integers(0, 256, (n, 20, 20), dtype=np.uint8)  # black 4-pixel margin, like MNIST
+    labels = (np.arange(n) % 10).astype(np.uint8)
+    op = gzip.open if gz else open
+    ext = ".gz" if gz else ""
+    with op(folder / f"{prefix}-images-idx3-ubyte{ext}", "wb") as f:
+        f.write(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
+    with op(folder / f"{prefix}-labels-idx1-ubyte{ext}", "wb") as f:
+        f.write(struct.pack(">II", 2049, n) + labels.tobytes())
+
+
+def write_images(folder, n, size, seed, mode="RGB"):
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(folder / f"{i:04d}.png")
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    write_idx(raw, "train", 64, 0)
+    write_idx(raw, "t10k", 32, 1)
+    deb = root / "debian-fashion-mnist"  # stands in for /usr/share/datasets/fashion-mnist (gzipped IDX)
+    deb.mkdir()
+    write_idx(deb, "train", 64, 2, gz=True)
+    write_idx(deb, "t10k", 32, 3, gz=True)
+    for split, n in (("train", 12), ("test", 6)):
+        for c in ("airplane", "cat"):
+            write_images(root / "cifar" / split / c, n, (32, 32), hash((split, c)) % 1000)
+    write_images(root / "pets" / "cat", 10, (40, 30), 5)
+    write_images(root / "pets" / "dog", 10, (30, 50), 6, mode="L")
+    write_images(root / "flat", 16, (48, 48), 7)
+    (root / "empty").mkdir()
+    return root
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch, data_root):
+    """Each test writes under its own tmp dir; the decode cache too; Fashion-MNIST comes from the fake Debian dir."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(common, "DEBIAN_FASHION_MNIST", data_root / "debian-fashion-mnist")
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def call(main, argv):
+    """Run a script's main() in-process the way its command line does; returns the exit code."""
+    try:
+        common.cli(lambda: main(argv))
+    except SystemExit as e:
+        return e.code
+    return 0

@@ -1,0 +1,141 @@
+"""eval.py on every checkpoint kind, and its refusals (missing, truncated, foreign, hostile)."""
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+import dcgan
+import eval as ev
+from conftest import ROOT, TINY, call
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data_root):
+    """Tiny checkpoints of each kind: unconditional MNIST (epochs 1, 2), conditional MNIST, a 64x64 folder."""
+    out = tmp_path_factory.mktemp("runs")
+    base = ["--data-root", str(data_root), *TINY, "--out", str(out)]
+    assert call(dcgan.main, base + ["--dataset", "mnist", "--epochs", "2"]) == 0
+    assert call(dcgan.main, base + ["--dataset", "mnist", "--conditional", "--epochs", "1"]) == 0
+    assert call(dcgan.main, ["--dataset", "folder", "--data-root", str(data_root / "pets"), *TINY[:-4],
+                             "--workers", "0", "--device", "cpu", "--out", str(out), "--conditional",
+                             "--max-steps", "2"]) == 0
+    return out / "models"
+
+
+def test_grid_from_a_file_and_from_a_run_folder(runs, capsys):
+    assert call(ev.main, ["--ckpt", str(runs / "dcgan_mnist/epoch_002.pt"), "--n", "16", "--nrow", "4"]) == 0
+    out = runs.parent / "results/dcgan_mnist/eval_epoch_002.png"
+    assert f"samples: {out}" in capsys.readouterr().out and Image.open(out).size[0] > 100
+    assert call(ev.main, ["--ckpt", str(runs / "dcgan_mnist"), "--out", "grid.png"]) == 0
+    assert Image.open("grid.png").size[0] > 100
+
+
+def test_generator_rebuilt_from_the_checkpoint_alone(runs):
+    G, ck = ev.load_generator(runs / "dcgan_mnist/last.pt", torch.device("cpu"))
+    ref = dcgan.Generator(**ck["model_args"]).eval()
+    ref.load_state_dict(torch.load(runs / "dcgan_mnist/last.pt", weights_only=True)["G"])
+    z = ev.latents(4, ck["model_args"]["latent_dim"], 0)
+    with torch.no_grad():
+        assert torch.equal(G(z), ref(z))
+
+
+def test_samples_do_not_depend_on_n(runs):
+    G, ck = ev.load_generator(runs / "dcgan_mnist/last.pt", torch.device("cpu"))
+    assert torch.equal(ev.latents(1500, 7, 3)[:1001], ev.latents(1001, 7, 3))
+    a = ev.generate(G, ev.latents(10, 100, 3), None, torch.device("cpu"), batch_size=5)
+    b = ev.generate(G, ev.latents(20, 100, 3), None, torch.device("cpu"), batch_size=5)
+    assert torch.equal(a, b[:10])
+    # another batch size may pick other conv kernels: equal up to float rounding, not bit for bit
+    c = ev.generate(G, ev.latents(10, 100, 3), None, torch.device("cpu"), batch_size=3)
+    assert torch.allclose(a, c, atol=1e-3)
+
+
+def test_conditional_grid_and_labels(runs, capsys):
+    ck = str(runs / "dcgan_mnist_cond/last.pt")
+    assert call(ev.main, ["--ckpt", ck, "--out", "rows.png"]) == 0  # one row per class
+    for label in ["7", "3"]:
+        assert call(ev.main, ["--ckpt", ck, "--label", label, "--n", "8", "--out", f"l{label}.png"]) == 0
+    assert Image.open("l7.png").tobytes() != Image.open("l3.png").tobytes()
+    pets = str(runs / "dcgan_folder_cond/last.pt")
+    assert call(ev.main, ["--ckpt", pets, "--label", "dog", "--n", "4", "--out", "dog.png"]) == 0
+    assert call(ev.main, ["--ckpt", ck, "--label", "10"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "not a class" in err and "0=0" in err and "9=9" in err
+    assert call(ev.main, ["--ckpt", str(runs / "dcgan_mnist/last.pt"), "--label", "3"]) == 2
+    assert "unconditional" in capsys.readouterr().err
+
+
+def test_comparison_of_several_checkpoints(runs, capsys):
+    paths = [str(runs / "dcgan_mnist/epoch_001.pt"), str(runs / "dcgan_mnist/epoch_002.pt"),
+             str(runs / "dcgan_mnist_cond/last.pt"), str(runs / "dcgan_folder_cond/last.pt")]
+    assert call(ev.main, ["--ckpt", *paths, "--out", "cmp.png"]) == 0
+    assert "comparison of 4 checkpoints" in capsys.readouterr().out and Image.open("cmp.png").size[1] > 200
+
+
+def test_interpolation_png_and_gif(runs):
+    ck = str(runs / "dcgan_mnist/last.pt")
+    assert call(ev.main, ["--ckpt", ck, "--interpolate", "--steps", "5", "--n", "15", "--out", "walk.png"]) == 0
+    assert call(ev.main, ["--ckpt", ck, "--interpolate", "--steps", "5", "--out", "walk.gif"]) == 0
+    assert Image.open("walk.gif").n_frames == 8  # 5 there, 3 back
+    z0, z1 = torch.randn(2, 100), torch.randn(2, 100)
+    assert torch.allclose(ev.slerp(z0, z1, torch.zeros(2)), z0, atol=1e-5)
+    assert torch.allclose(ev.slerp(z0, z1, torch.ones(2)), z1, atol=1e-5)
+
+
+def test_save_dir_writes_native_size_uint8(runs, tmp_path):
+    assert call(ev.main, ["--ckpt", str(runs / "dcgan_mnist/last.pt"), "--n", "5", "--save-dir", "s"]) == 0
+    files = sorted((tmp_path / "s").iterdir())
+    assert len(files) == 5 and Image.open(files[0]).size == (28, 28) and Image.open(files[0]).mode == "L"
+    assert call(ev.main, ["--ckpt", str(runs / "dcgan_folder_cond/last.pt"), "--n", "3", "--save-dir", "p"]) == 0
+    assert Image.open(tmp_path / "p/000000.png").size == (64, 64)
+    # the files are the samples exactly: decode them and compare with a fresh generation
+    G, ck = ev.load_generator(runs / "dcgan_mnist/last.pt", torch.device("cpu"))
+    x = ev.native_uint8(ev.generate(G, ev.latents(5, 100, 0), None, torch.device("cpu")), ck)
+    import numpy as np
+    assert np.array_equal(np.array(Image.open(files[4])), x[4, 0].numpy())
+
+
+class Hostile:
+    def __reduce__(self):
+        return (open, ("pwned.txt", "w"))
+
+
+@pytest.mark.parametrize("kind", ["hostile", "truncated", "foreign_dict", "text", "missing", "not_generator"])
+def test_bad_checkpoints_are_refused_in_one_line(kind, runs, tmp_path):
+    path = tmp_path / "x.pt"
+    if kind == "hostile":  # would create pwned.txt if unpickled
+        torch.save({"format": "ganzoo-checkpoint", "G": Hostile()}, path)
+    elif kind == "truncated":
+        data = (runs / "dcgan_mnist/last.pt").read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "foreign_dict":
+        torch.save({"state_dict": {"w": torch.zeros(2)}}, path)
+    elif kind == "text":
+        path.write_text("hello")
+    elif kind == "not_generator":
+        ck = torch.load(runs / "dcgan_mnist/last.pt", weights_only=True)
+        ck["G"] = {"w": torch.zeros(1)}
+        torch.save(ck, path)
+    if kind == "hostile":
+        with open(tmp_path / "pickle.pt", "wb") as f:
+            pickle.dump(Hostile(), f)
+    out = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--ckpt", str(path), "--device", "cpu"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    err = out.stderr.strip().splitlines()
+    assert out.returncode != 0 and len(err) == 1 and err[0].startswith("error: "), out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "pwned.txt").exists()
+    if kind == "hostile":
+        assert "refused" in err[0]
+        out = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--ckpt", "pickle.pt", "--device", "cpu"],
+                             capture_output=True, text=True, cwd=tmp_path)
+        assert out.returncode == 1 and "refused" in out.stderr and not (tmp_path / "pwned.txt").exists()
+
+
+def test_resume_refuses_a_hostile_checkpoint(data_root, tmp_path, capsys):
+    torch.save({"format": "ganzoo-checkpoint", "G": Hostile()}, tmp_path / "evil.pt")
+    assert call(dcgan.main, ["--data-root", str(data_root), *TINY, "--resume", str(tmp_path / "evil.pt")]) == 1
+    assert "refused" in capsys.readouterr().err and not (tmp_path / "pwned.txt").exists()
