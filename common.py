@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +150,21 @@ def get_device(name="auto"):
     return torch.device(name)
 
 
+def device_name(device):
+    """What a result was measured on, e.g. 'cuda: NVIDIA H100 80GB HBM3' or 'cpu: Intel Xeon ... (2 threads)'."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    if device.type == "mps":
+        return "mps: Apple GPU"
+    model = ""
+    try:
+        model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "")
+    except OSError:
+        import platform
+        model = platform.processor()
+    return f"cpu: {model or 'unknown'} ({torch.get_num_threads()} threads)"
+
+
 def seed_everything(seed):
     torch.manual_seed(seed)  # also seeds every CUDA device
 
@@ -180,7 +195,6 @@ class Data:
     images: torch.Tensor = None
     stream: object = None
     source: str = ""
-    extra: dict = field(default_factory=dict)
 
     def __len__(self):
         return len(self.labels)
@@ -286,7 +300,7 @@ def _download(fn, name, where, files):
         fn()
     except Exception as e:  # torchvision raises several kinds (URLError, RuntimeError, OSError) when offline
         raise UserError(f"{name} is missing and could not be downloaded ({type(e).__name__}): put "
-                        f"{', '.join(files)} in {where} (offline copies: ../shared/data/unpack.sh data)") from None
+                        f"{', '.join(files)} in {where} (the README's Data section lists the layouts)") from None
 
 
 def _has_class_dirs(path):
@@ -391,7 +405,7 @@ def save_grid(images, path, nrow=8, row_labels=None, title=None):
     grid = make_grid(images.detach().float().cpu().clamp(-1, 1), nrow=nrow, padding=2, normalize=True,
                      value_range=(-1, 1), pad_value=1.0)
     grid = Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy())
-    scale = max(1, 256 // grid.width)  # small grids (one 28px row) are upscaled to be readable
+    scale = max(1, 512 // grid.width)  # small grids (28-32 px images) are upscaled to be readable
     grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST) if scale > 1 else grid
     left = 8 + 7 * max((len(s) for s in row_labels), default=0) if row_labels else 0
     top = 14 if title else 0
@@ -500,6 +514,7 @@ class Run:
         self.models = Path(args.out) / "models" / args.name
         self.results = Path(args.out) / "results" / args.name
         self.epoch, self.step, self.stats, self.tb, self.bar = 0, 0, [], None, None
+        self.seconds, self.t0 = 0.0, time.time()  # training wall time, summed over resumes
         self.classes = data.classes if args.conditional else []
         if self.classes:  # one row per class, one column per z: each column shows one z across classes
             cols = 10
@@ -532,6 +547,7 @@ class Run:
                 "fixed_z": self.fixed_z, "fixed_labels": self.fixed_labels, "rng": rng_state(),
                 "classes": list(d.classes), "image_shape": [d.channels, d.image_size, d.image_size],
                 "data": {"dataset": d.name, "native_size": d.native_size, "mapping": d.mapping, "source": d.source},
+                "train_seconds": self.seconds + time.time() - self.t0, "device": device_name(self.device),
                 "torch_version": str(torch.__version__)}
 
     def save(self, epoch_file):
@@ -547,6 +563,7 @@ class Run:
         self.opt_G.load_state_dict(ck["opt_G"])
         self.opt_D.load_state_dict(ck["opt_D"])
         self.epoch, self.step = ck["epoch"], ck["step"]
+        self.seconds = ck.get("train_seconds", 0.0)
         self.fixed_z, self.fixed_labels = ck["fixed_z"].cpu(), ck["fixed_labels"]
         self.fixed_labels = None if self.fixed_labels is None else self.fixed_labels.cpu()
         set_rng_state({k: (v.cpu() if torch.is_tensor(v) else [t.cpu() for t in v]) for k, v in ck["rng"].items()})
@@ -575,7 +592,7 @@ class Run:
                             "lower --batch-size", 2)
         images = None if self.data.images is None else self.data.images.to(self.device)
         labels = self.data.labels.to(self.device)
-        t_start, done = time.time(), False
+        self.t0, done = time.time(), False
         if self.epoch >= a.epochs:
             print(f"{self.models} has already trained {self.epoch} epochs: raise --epochs to go on", file=sys.stderr)
         while self.epoch < a.epochs and not done:
@@ -603,7 +620,7 @@ class Run:
                 self._flush_log()
                 self.save(epoch_file=False)
                 self.sample(self.results / f"step_{self.step:07d}.png", f"step {self.step}")
-        self.finish(time.time() - t_start)
+        self.finish(time.time() - self.t0)
 
     def _epoch_batches(self, images, labels, order):
         B = self.args.batch_size
@@ -677,8 +694,9 @@ class Run:
         self._flush_log()
         if self.tb:
             self.tb.close()
+        grids = sorted(self.results.glob("epoch_*.png")) or sorted(self.results.glob("step_*.png"))
         print(f"done: {self.step} steps, epoch {self.epoch}, {seconds:.0f} s\n"
               f"  checkpoints  {self.models}/ (last.pt)\n"
-              f"  samples      {self.results}/epoch_NNN.png, progress.gif\n"
+              f"  samples      {grids[-1] if grids else self.results}, progress.gif\n"
               f"  losses       {self.results}/losses.csv, losses.png"
               + (f"\n  tensorboard  {Path(self.args.out) / 'runs' / self.args.name}" if self.tb else ""))

@@ -8,19 +8,31 @@ Generator; the file is read with torch.load(weights_only=True), so a checkpoint 
     python eval.py --ckpt models/dcgan_mnist/epoch_00{1,3,5}.pt            # side by side, same noise
     python eval.py --ckpt models/dcgan_mnist --interpolate --out walk.gif  # latent-space walk
     python eval.py --ckpt models/dcgan_mnist --n 10000 --save-dir samples/ # PNG files for other tools
+    python eval.py --ckpt models/dcgan_mnist/epoch_00*.pt --metrics fid,kid # FID and KID, 10k samples each
+
+Metrics use pytorch-fid end to end (its Inception, its preprocessing, its Frechet distance) for both the samples
+and the reference, so figures are comparable with `python -m pytorch_fid` and with pytorch-fid .npz statistics.
+KID is the unbiased polynomial-kernel MMD of Binkowski et al. 2018 on the same 2048-d features.
 """
 import argparse
+import hashlib
 import importlib
-import math
+import json
+import os
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the training scripts sit beside this file
 import common  # noqa: E402
 
 ARCHS = ("vanilla_gan", "dcgan", "wgan", "wgan_gp")
+METRICS = ("fid", "kid", "is", "pr")
+WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"  # the FID Inception file pytorch-fid downloads
+WEIGHTS_ENV = "GANZOO_INCEPTION_WEIGHTS"
 
 
 def parse_args(argv=None):
@@ -28,19 +40,42 @@ def parse_args(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--ckpt", nargs="+", required=True, metavar="PATH",
                    help="checkpoint file(s), or a run folder (models/<name>: its last.pt)")
-    p.add_argument("--n", type=common.positive_int, default=64, help="number of samples")
+    p.add_argument("--n", type=common.positive_int, default=None, help="number of samples (default 64, "
+                   "10000 with --metrics)")
     p.add_argument("--nrow", type=common.positive_int, default=8, help="images per grid row")
     p.add_argument("--seed", type=int, default=0, help="fixes z (and so the samples)")
     p.add_argument("--out", default=None, help="output .png (or .gif with --interpolate); default "
                    "results/<name>/eval_<checkpoint>.png beside the run")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
-    p.add_argument("--batch-size", type=common.positive_int, default=250, help="samples per forward pass")
+    p.add_argument("--batch-size", type=common.positive_int, default=50, help="images per forward pass (G and "
+                   "Inception; 50 measured fastest for Inception on 2 CPU cores, benchmarks/inception_speed.py)")
     p.add_argument("--label", default=None, help="class to generate (index or name), conditional checkpoints")
     p.add_argument("--interpolate", action="store_true", help="latent walk: each row goes from one z to another")
     p.add_argument("--steps", type=common.positive_int, default=10, help="images per walk (--interpolate)")
     p.add_argument("--save-dir", default=None, help="also write the N samples as PNG files at the dataset's "
                    "native size (e.g. 28x28 for MNIST), as uint8, the way metrics see them")
-    return p.parse_args(argv)
+    m = p.add_argument_group("metrics")
+    m.add_argument("--metrics", default=None, help=f"comma-separated subset of {','.join(METRICS)} (is, pr: see "
+                   "README, pytorch-fid offers neither)")
+    m.add_argument("--ref", default=None, help="reference: mnist|fashion-mnist|cifar10[:train|:test], an image "
+                   "folder, or a pytorch-fid .npz of mu/sigma (FID only); default: the checkpoint's dataset, test split")
+    m.add_argument("--ref-n", type=common.positive_int, default=10000, help="use at most this many reference "
+                   "images (a fixed random subset)")
+    m.add_argument("--data-root", default=None, help="where --ref datasets live (default: the checkpoint's)")
+    m.add_argument("--inception-weights", default=None, help=f"the FID Inception weights ({WEIGHTS_NAME}); "
+                   f"default: ${WEIGHTS_ENV}, else torch.hub's cache, else download")
+    m.add_argument("--kid-subsets", type=common.positive_int, default=100, help="KID: number of subsets")
+    m.add_argument("--kid-subset-size", type=common.positive_int, default=1000, help="KID: samples per subset")
+    m.add_argument("--json", default=None, help="also write the metrics table as JSON to this file")
+    m.add_argument("--plot", default=None, help="also plot FID against epoch to this .png")
+    args = p.parse_args(argv)
+    if args.metrics is not None:
+        args.metrics = [x.strip().lower() for x in args.metrics.split(",") if x.strip()]
+        bad = [x for x in args.metrics if x not in METRICS]
+        if bad or not args.metrics:
+            p.error(f"--metrics: unknown {', '.join(bad) or 'empty list'} (choose from {', '.join(METRICS)})")
+    args.n = args.n or (10000 if args.metrics else 64)
+    return args
 
 
 # ------------------------------------------------------------------------------------------------- checkpoints
@@ -214,25 +249,250 @@ def save_samples(args, device):
     label = parse_label(args.label, ck)
     x = generate(G, latents(args.n, ck["model_args"]["latent_dim"], args.seed), sample_labels(ck, args.n, label),
                  device, args.batch_size)
-    save_pngs(native_uint8(x, ck), args.save_dir)
-    return Path(args.save_dir)
+    x = native_uint8(x, ck)
+    save_pngs(x, args.save_dir)
+    return Path(args.save_dir), "x".join(map(str, x.shape[1:]))
+
+
+# ------------------------------------------------------------------------------------------------------ metrics
+def find_weights(path=None):
+    """--inception-weights, else $GANZOO_INCEPTION_WEIGHTS, else torch.hub's cache; None: let pytorch-fid download."""
+    path = path or os.environ.get(WEIGHTS_ENV)
+    if path:
+        if not Path(path).is_file():
+            raise common.UserError(f"Inception weights {path}: no such file", 2)
+        return Path(path)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_NAME
+    return cached if cached.is_file() else None
+
+
+def feature_extractor(weights, device):
+    """-> (f, name): f maps float (B, 3, H, W) in [0, 1] to pool3 features (B, 2048), exactly as pytorch-fid
+    (bilinear resize to 299, 2x - 1, the FID Inception); name identifies the network for cache keys."""
+    try:
+        import pytorch_fid
+        from pytorch_fid.inception import InceptionV3
+    except ImportError:
+        raise common.UserError("--metrics needs pytorch-fid: pip install pytorch-fid") from None
+    path = find_weights(weights)
+    hub = torch.hub.get_dir()
+    try:
+        if path is not None:  # show pytorch-fid the file where it looks for its download, in a private hub dir
+            import tempfile
+            tmp = tempfile.mkdtemp(prefix="ganzoo-hub-")
+            os.makedirs(os.path.join(tmp, "checkpoints"))
+            os.symlink(path.resolve(), os.path.join(tmp, "checkpoints", WEIGHTS_NAME))
+            torch.hub.set_dir(tmp)
+        model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
+    except Exception as e:
+        if path is not None:  # a file that is not the network's state dict: wrong keys, not a torch file...
+            raise common.UserError(f"{path} is not the FID Inception state dict ({type(e).__name__})") from None
+        where = Path(hub) / "checkpoints" / WEIGHTS_NAME  # no file and no network: URLError, HTTPError, ...
+        raise common.UserError(f"FID Inception weights not found and not downloadable ({type(e).__name__}): put "
+                               f"{WEIGHTS_NAME} at {where}, or pass --inception-weights PATH (or set "
+                               f"${WEIGHTS_ENV})") from None
+    finally:
+        torch.hub.set_dir(hub)
+        if path is not None:
+            import shutil
+            shutil.rmtree(tmp, ignore_errors=True)
+    model = model.eval().to(device, memory_format=torch.channels_last)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path else "download"
+    name = f"pytorch-fid-{pytorch_fid.__version__}-pool3-{digest}"
+
+    @torch.no_grad()
+    def f(x):
+        return model(x.to(device, memory_format=torch.channels_last))[0].flatten(1).float().cpu()
+    return f, name
+
+
+def features(extract, images, batch_size, desc):
+    """uint8 (N, C, H, W), C = 1 or 3 -> float32 numpy (N, D). Grey is repeated to 3 channels, as PIL's
+    convert('RGB') does for pytorch-fid's image files; /255 is its ToTensor."""
+    from tqdm import tqdm
+    out = []
+    for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False):
+        x = images[i:i + batch_size].float() / 255
+        out.append(extract(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x))
+    return torch.cat(out).numpy()
+
+
+def fid_from_stats(mu1, sigma1, mu2, sigma2):
+    from pytorch_fid.fid_score import calculate_frechet_distance
+    return float(calculate_frechet_distance(mu1, sigma1, mu2, sigma2))
+
+
+def stats(f):
+    f = f.astype(np.float64)
+    return f.mean(0), np.cov(f, rowvar=False)
+
+
+def kid(f1, f2, subsets=100, subset_size=1000, seed=0):
+    """Kernel Inception Distance (Binkowski et al. 2018): the unbiased MMD^2 estimator with the kernel
+    k(x, y) = (x.y / d + 1)^3, averaged over random subsets. -> (mean, std)."""
+    rng = np.random.default_rng(seed)
+    m = min(len(f1), len(f2), subset_size)
+    d = f1.shape[1]
+    values = []
+    for _ in range(subsets):
+        x = f1[rng.choice(len(f1), m, replace=False)].astype(np.float64)
+        y = f2[rng.choice(len(f2), m, replace=False)].astype(np.float64)
+        kxx, kyy, kxy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3
+        # off-diagonal means for the within-set terms (i != j): that is what makes the estimator unbiased
+        values.append((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+                      - 2 * kxy.mean())
+    return float(np.mean(values)), float(np.std(values))
+
+
+def reference(spec, ck, args, extract, name):
+    """-> {'label', 'mu', 'sigma', 'feats' (None for an .npz), 'n'}; features cached under cache_dir()/fid."""
+    d = ck["data"]
+    native = d["native_size"]
+    if spec is None:
+        spec = f"{d['dataset']}:test" if d["dataset"] != "folder" else d["source"]
+    if spec.endswith(".npz"):
+        if not Path(spec).is_file():
+            raise common.UserError(f"--ref {spec}: no such file", 2)
+        with np.load(spec) as z:
+            if "mu" not in z or "sigma" not in z:
+                raise common.UserError(f"--ref {spec}: not pytorch-fid statistics (needs arrays mu and sigma)", 2)
+            return {"label": spec, "mu": z["mu"], "sigma": z["sigma"], "feats": None, "n": None}
+    dataset, _, split = spec.partition(":")
+    if dataset in ("mnist", "fashion-mnist", "cifar10"):
+        split = split or "test"
+        if split not in ("train", "test"):
+            raise common.UserError(f"--ref {spec}: the split is train or test", 2)
+        root = args.data_root or ck["args"].get("data_root", "data")
+        source = lambda: common.load_dataset(dataset, root, native, split=split)  # noqa: E731
+        where = f"{dataset}:{split}@{Path(root).resolve()}"
+    elif Path(spec).is_dir():
+        source = lambda: common.load_dataset("folder", spec, native, workers=0)  # noqa: E731
+        where, dataset, split = f"folder@{Path(spec).resolve()}", "folder", ""
+    else:
+        raise common.UserError(f"--ref {spec!r}: give mnist|fashion-mnist|cifar10[:train|:test], an image folder "
+                               "or an .npz", 2)
+    key = hashlib.sha1(f"{where}|{native}|{args.ref_n}|{name}".encode()).hexdigest()[:16]
+    path = common.cache_dir() / "fid" / f"{dataset}-{split or 'all'}-{native}px-{key}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            feats = z["feats"]
+    else:
+        data = source()
+        images = data.images if data.images is not None else torch.stack([data.stream[i][0] for i in range(len(data))])
+        if images.shape[-1] != native:
+            raise common.UserError(f"--ref {spec}: images are {images.shape[-1]}px, the checkpoint's data {native}px")
+        if len(images) > args.ref_n:  # a fixed random subset, the same every time
+            images = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:args.ref_n]]
+        feats = features(extract, images, args.batch_size, f"reference features {spec}")
+        common.atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), feats=feats))
+        print(f"cached reference features: {path}", file=sys.stderr)
+    mu, sigma = stats(feats)
+    return {"label": spec, "mu": mu, "sigma": sigma, "feats": feats, "n": len(feats)}
+
+
+def measure(args, device):
+    """--metrics: one row per checkpoint (FID, KID on N samples), printed as a table; --json, --plot."""
+    wanted = [m for m in args.metrics if m in ("fid", "kid")]
+    for m in args.metrics:
+        if m in ("is", "pr"):
+            what = "Inception Score" if m == "is" else "precision/recall"
+            print(f"note: {what} is not computed: pytorch-fid, the metrics library ganzoo uses, does not offer it"
+                  + (" (IS also needs the Inception classifier layer, which FID-only weight files lack)"
+                     if m == "is" else ""), file=sys.stderr)
+    if not wanted:
+        raise common.UserError("--metrics: nothing left to compute (fid and kid are available)", 2)
+    extract, name = feature_extractor(args.inception_weights, device)
+    if args.n < 10000:
+        print(f"warning: N = {args.n} samples: FID is biased upward below N = 10000; compare figures only at the "
+              "same N", file=sys.stderr)
+    rows, refs = [], {}
+    for path in args.ckpt:
+        t0 = time.time()
+        G, ck = load_generator(path, device)
+        label = parse_label(args.label, ck)
+        key = (args.ref or f"{ck['data']['dataset']}:{ck['data']['source']}", ck["data"]["native_size"])
+        if key not in refs:
+            refs[key] = reference(args.ref, ck, args, extract, name)
+        ref = refs[key]
+        z = latents(args.n, ck["model_args"]["latent_dim"], args.seed)
+        x = native_uint8(generate_with_bar(G, z, sample_labels(ck, args.n, label), device, args.batch_size), ck)
+        f = features(extract, x, args.batch_size, f"features {Path(ck['path']).name}")
+        row = {"checkpoint": ck["path"], "arch": ck["arch"], "dataset": ck["data"]["dataset"], "epoch": ck["epoch"],
+               "step": ck["step"], "n": args.n, "seed": args.seed, "ref": ref["label"], "ref_n": ref["n"],
+               "feature_extractor": name}
+        if "fid" in wanted:
+            row["fid"] = fid_from_stats(*stats(f), ref["mu"], ref["sigma"])
+        if "kid" in wanted:
+            if ref["feats"] is None:
+                print(f"note: KID needs reference features; {ref['label']} holds only mu/sigma: KID skipped",
+                      file=sys.stderr)
+            else:
+                row["kid"], row["kid_std"] = kid(f, ref["feats"], args.kid_subsets, args.kid_subset_size)
+        row["seconds"] = round(time.time() - t0, 1)
+        rows.append(row)
+    print_table(rows)
+    if args.json:
+        common.atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=2) + "\n"))
+        print(f"json: {args.json}")
+    if args.plot and "fid" in wanted:
+        plot_fid(rows, args.plot)
+        print(f"plot: {args.plot}")
+    return rows
+
+
+@torch.no_grad()
+def generate_with_bar(G, z, labels, device, batch_size):
+    from tqdm import tqdm
+    out = []
+    for i in tqdm(range(0, len(z), batch_size), desc="generating", unit="batch", leave=False):
+        out.append(generate(G, z[i:i + batch_size], None if labels is None else labels[i:i + batch_size], device,
+                            batch_size))
+    return torch.cat(out)
+
+
+def print_table(rows):
+    print(f"{'checkpoint':<44} {'epoch':>5} {'N':>6} {'FID':>8} {'KID':>17} {'seconds':>8}")
+    for r in rows:
+        kid_s = f"{r['kid']:.4f} +- {r['kid_std']:.4f}" if "kid" in r else "-"
+        fid_s = f"{r['fid']:.2f}" if "fid" in r else "-"
+        print(f"{r['checkpoint'][-44:]:<44} {r['epoch']:>5} {r['n']:>6} {fid_s:>8} {kid_s:>17} {r['seconds']:>8.0f}")
+    n_ref = f"{rows[0]['ref_n']} images" if rows[0]["ref_n"] else "precomputed mu/sigma"
+    print(f"reference: {rows[0]['ref']} ({n_ref}); features: "
+          f"{rows[0]['feature_extractor']}")
+
+
+def plot_fid(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    runs = {}
+    for r in rows:
+        runs.setdefault(Path(r["checkpoint"]).parent.name, []).append((r["epoch"], r["fid"]))
+    for name, pts in runs.items():
+        pts.sort()
+        ax.plot(*zip(*pts), marker="o", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"FID (N = {rows[0]['n']})")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    common.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
 
 
 def main(argv=None):
     args = parse_args(argv)
     device = common.get_device(args.device)
+    if args.metrics:
+        measure(args, device)
     if args.save_dir:
-        print(f"{args.n} samples ({'x'.join(map(str, _native_shape(args.ckpt[0])))}, uint8 PNG) in "
-              f"{save_samples(args, device)}/")
+        folder, shape = save_samples(args, device)
+        print(f"{args.n} samples ({shape}, uint8 PNG) in {folder}/")
     if len(args.ckpt) > 1:
         print(f"comparison of {len(args.ckpt)} checkpoints: {compare_figure(args, device)}")
-    elif not args.save_dir or args.out or args.interpolate:
+    elif not (args.save_dir or args.metrics) or args.out or args.interpolate:
         print(f"samples: {sample_grid(args, device)}")
-
-
-def _native_shape(path):
-    ck = common.load_checkpoint(path)
-    return [ck["image_shape"][0], ck["data"]["native_size"], ck["data"]["native_size"]]
 
 
 if __name__ == "__main__":

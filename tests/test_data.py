@@ -91,7 +91,7 @@ def test_missing_data_offline_is_one_clear_line(name, tmp_path, monkeypatch, cap
     code = call(dcgan.main, ["--dataset", name, "--data-root", str(tmp_path / "nothing"), *TINY])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and err[-1].startswith("error: ") and "could not be downloaded" in err[-1]
-    assert "unpack.sh" in err[-1]
+    assert "README" in err[-1]
 
 
 def test_empty_folder_and_folder_without_classes(data_root, tmp_path, capsys):

@@ -99,11 +99,13 @@ def test_run_outputs(data_root, tmp_path):
     assert Image.open(results / "progress.gif").n_frames == 2
     ck = torch.load(models / "last.pt", weights_only=True)  # plain data only
     for key in ["format", "version", "arch", "args", "model_args", "epoch", "step", "G", "D", "opt_G", "opt_D",
-                "fixed_z", "fixed_labels", "rng", "classes", "image_shape", "data", "torch_version"]:
+                "fixed_z", "fixed_labels", "rng", "classes", "image_shape", "data", "train_seconds", "device",
+                "torch_version"]:
         assert key in ck, key
     assert (ck["arch"], ck["epoch"], ck["step"], ck["image_shape"]) == ("dcgan", 2, 16, [1, 32, 32])
     assert ck["data"] == {"dataset": "mnist", "native_size": 28, "mapping": "pad", "source": ck["data"]["source"]}
     assert ck["args"]["lr"] == 2e-4 and ck["classes"][:2] == ["0", "1"]
+    assert ck["device"].startswith("cpu: ") and 0 < ck["train_seconds"] < 600
 
 
 def test_conditional_run_name_and_grid(data_root, tmp_path):

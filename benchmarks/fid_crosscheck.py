@@ -1,0 +1,104 @@
+"""Cross-check eval.py's FID with the pytorch-fid command line, and print real-vs-real floors.
+
+1. `eval.py --save-dir` writes N samples of a checkpoint as PNG files (native size, uint8);
+2. `eval.py --metrics fid` measures the same N samples (same --seed) against a reference .npz;
+3. `python -m pytorch_fid` measures the saved files against the same .npz, independently of ganzoo's code path
+   (its own file loader, batching and statistics);
+4. both figures are printed with their relative difference. ganzoo uses pytorch-fid's network and preprocessing,
+   so they should agree to float rounding: the check is that ganzoo's samples reach the network exactly as files do.
+
+Then, for each dataset in --floors, FID(train N vs test N): the best any generator can score at that N.
+
+    python benchmarks/fid_crosscheck.py --ckpt models/dcgan_mnist/epoch_005.pt \
+        --inception-weights ../shared/fid/pt_inception-2015-12-05-6726825d.pth --ref ../shared/fid/mnist-test-10k.npz
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(HERE))
+import common  # noqa: E402
+import eval as ev  # noqa: E402
+
+
+def run(cmd, env=None):
+    t0 = time.time()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode:
+        sys.exit(f"failed ({out.returncode}): {' '.join(map(str, cmd))}\n{out.stderr[-2000:]}")
+    return out.stdout, time.time() - t0
+
+
+def floor(dataset, n, args, extract, name):
+    """FID between n train and n test images of a dataset (features cached by eval.reference)."""
+    ck = {"data": {"dataset": dataset, "native_size": 32 if dataset == "cifar10" else 28, "source": ""},
+          "args": {"data_root": args.data_root}}
+    ns = argparse.Namespace(data_root=args.data_root, ref_n=n, batch_size=args.batch_size)
+    a = ev.reference(f"{dataset}:train", ck, ns, extract, name)
+    b = ev.reference(f"{dataset}:test", ck, ns, extract, name)
+    return ev.fid_from_stats(a["mu"], a["sigma"], b["mu"], b["sigma"]), a["n"], b["n"]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ckpt", help="checkpoint to cross-check (omit to print floors only)")
+    p.add_argument("--n", type=int, default=10000, help="samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ref", help="pytorch-fid .npz (default ../shared/fid/<dataset>-test-10k.npz)")
+    p.add_argument("--inception-weights", default=os.environ.get(ev.WEIGHTS_ENV), required=ev.WEIGHTS_ENV not in os.environ)
+    p.add_argument("--floors", default="", help="comma-separated datasets for FID(train N vs test N)")
+    p.add_argument("--floor-n", type=int, default=10000)
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="write the figures here too")
+    args = p.parse_args()
+    weights = str(Path(args.inception_weights).resolve())
+    result = {"n": args.n, "seed": args.seed}
+
+    if args.ckpt:
+        ck = common.load_checkpoint(args.ckpt)
+        ref = args.ref or str(HERE.parent / "shared/fid" / f"{ck['data']['dataset']}-test-10k.npz")
+        work = Path(tempfile.mkdtemp(prefix="ganzoo-crosscheck-"))
+        common_args = ["--ckpt", args.ckpt, "--n", str(args.n), "--seed", str(args.seed), "--device", args.device,
+                       "--batch-size", str(args.batch_size)]
+        _, t_save = run([sys.executable, HERE / "eval.py", *common_args, "--save-dir", work / "samples"])
+        _, t_ours = run([sys.executable, HERE / "eval.py", *common_args, "--metrics", "fid", "--ref", ref,
+                         "--inception-weights", weights, "--json", work / "ganzoo.json"])
+        ours = json.loads((work / "ganzoo.json").read_text())[0]["fid"]
+        hub = work / "torch_home" / "hub" / "checkpoints"  # pytorch-fid finds the weights in torch.hub's cache
+        hub.mkdir(parents=True)
+        (hub / ev.WEIGHTS_NAME).symlink_to(weights)
+        env = {**os.environ, "TORCH_HOME": str(work / "torch_home")}
+        out, t_theirs = run([sys.executable, "-m", "pytorch_fid", work / "samples", ref, "--device", args.device,
+                             "--batch-size", str(args.batch_size)], env=env)
+        theirs = float(re.search(r"FID:\s*([0-9.eE+-]+)", out).group(1))
+        diff = abs(ours - theirs) / theirs
+        print(f"checkpoint   {args.ckpt} (epoch {ck['epoch']}), N = {args.n}, seed {args.seed}, reference {ref}")
+        print(f"eval.py      FID {ours:.4f}   ({t_ours:.0f} s; eval.py --save-dir took {t_save:.0f} s)")
+        print(f"pytorch-fid  FID {theirs:.4f}   ({t_theirs:.0f} s, `python -m pytorch_fid` on the saved PNGs)")
+        print(f"difference   {100 * diff:.4f} % (target: within 1 %)")
+        result.update(checkpoint=args.ckpt, epoch=ck["epoch"], ref=ref, ganzoo=ours, pytorch_fid=theirs,
+                      rel_diff=diff)
+
+    if args.floors:
+        extract, name = ev.feature_extractor(weights, common.get_device(args.device))
+        result["floors"] = {}
+        for d in args.floors.split(","):
+            t0 = time.time()
+            fid, n_train, n_test = floor(d, args.floor_n, args, extract, name)
+            print(f"floor        {d}: FID(train {n_train} vs test {n_test}) = {fid:.2f}   ({time.time() - t0:.0f} s)")
+            result["floors"][d] = {"fid": fid, "n_train": n_train, "n_test": n_test}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    common.cli(main)
