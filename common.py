@@ -405,7 +405,7 @@ def save_grid(images, path, nrow=8, row_labels=None, title=None):
     grid = make_grid(images.detach().float().cpu().clamp(-1, 1), nrow=nrow, padding=2, normalize=True,
                      value_range=(-1, 1), pad_value=1.0)
     grid = Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy())
-    scale = max(1, 512 // grid.width)  # small grids (28-32 px images) are upscaled to be readable
+    scale = -(-400 // grid.width)  # small grids (28-32 px images) are upscaled to >= 400 px wide, to be readable
     grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST) if scale > 1 else grid
     left = 8 + 7 * max((len(s) for s in row_labels), default=0) if row_labels else 0
     top = 14 if title else 0

@@ -29,13 +29,15 @@ def parse_args(argv=None):
     # Section 4 of the paper: Adam, lr 0.0002, beta1 0.5; minibatch 128; z of 100 (Fig. 1)
     p = common.arg_parser(__doc__, lr=2e-4, batch_size=128, latent_dim=100)
     p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (paper: 0.5, 0.9 oscillated)")
-    p.add_argument("--beta2", type=float, default=0.999, help="Adam beta2 (PyTorch default; the paper keeps it)")
+    p.add_argument("--beta2", type=float, default=0.999, help="Adam beta2 (not given in the paper: PyTorch's default)")
     p.add_argument("--width", type=common.positive_int, default=64, help="channels of G's last and D's first layer")
     return common.finish_args(p, argv, arch="dcgan")
 
 
 def init_weights(m):
-    # "All weights were initialized from a zero-centered Normal distribution with standard deviation 0.02"
+    # "All weights were initialized from a zero-centered Normal distribution with standard deviation 0.02";
+    # D's class embedding too, as it acts as a per-class output layer. BatchNorm's scale ~ N(1, 0.02) is not in
+    # the paper: it follows the PyTorch DCGAN example.
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
         nn.init.normal_(m.weight, 0.0, 0.02)
     elif isinstance(m, nn.BatchNorm2d):

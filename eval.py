@@ -230,8 +230,9 @@ def compare_figure(args, device):
         z = latents(args.nrow, ck["model_args"]["latent_dim"], args.seed)
         x = generate(G, z, sample_labels(ck, args.nrow, label), device, args.batch_size)
         rows.append((title(ck), make_grid(x, nrow=args.nrow, normalize=True, value_range=(-1, 1), pad_value=1)))
-    w = max(g.shape[2] for _, g in rows)
-    fig, axes = plt.subplots(len(rows), 1, figsize=(max(6, w / 40), 1.0 + 1.3 * len(rows)), squeeze=False)
+    h, w = max(g.shape[1] for _, g in rows), max(g.shape[2] for _, g in rows)
+    width = max(6, w / 40)  # inches; each row is its grid plus a title line
+    fig, axes = plt.subplots(len(rows), 1, figsize=(width, 0.2 + len(rows) * (width * h / w + 0.35)), squeeze=False)
     for ax, (name, grid) in zip(axes[:, 0], rows):
         ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
         ax.set_title(name, fontsize=9, loc="left")

@@ -56,7 +56,7 @@ def main():
     p.add_argument("--floors", default="", help="comma-separated datasets for FID(train N vs test N)")
     p.add_argument("--floor-n", type=int, default=10000)
     p.add_argument("--data-root", default="data")
-    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="write the figures here too")
     args = p.parse_args()

@@ -111,7 +111,7 @@ def main():
     p.add_argument("--floor-n", type=int, default=10000)
     p.add_argument("--data-root", default="data")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--force", action="store_true", help="measure rows again even when docs/results.json has them")
     p.add_argument("--floors-only", action="store_true")
     p.add_argument("--no-floors", action="store_true")

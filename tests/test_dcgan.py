@@ -248,3 +248,11 @@ def test_command_line_help():
                  "--latent-dim", "--conditional", "--seed", "--device", "--out", "--name", "--resume",
                  "--sample-every", "--tensorboard", "--workers", "(default: 0.0002)"]:
         assert flag in out.stdout, flag
+
+
+def test_seed_fixes_the_run(data_root, tmp_path):
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        assert run_dcgan(data_root, "--max-steps", "2", "--name", name, "--seed", seed) == 0
+    a, b, c = (torch.load(tmp_path / f"models/{n}/last.pt", weights_only=True)["G"] for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
