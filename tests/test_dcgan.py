@@ -202,7 +202,7 @@ def test_kill_9_leaves_a_resumable_checkpoint(data_root, tmp_path):
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     ck = common.load_checkpoint(models / "last.pt")
-    assert ck["epoch"] >= 3
+    assert ck["epoch"] >= 2  # epoch_003.pt is written before last.pt: the kill may land between the two
     assert call(dcgan.main, ["--data-root", str(data_root), *TINY, "--epochs", str(ck["epoch"] + 1), "--resume"]) == 0
     assert torch.load(models / "last.pt", weights_only=True)["epoch"] == ck["epoch"] + 1
 
