@@ -70,9 +70,18 @@ def positive_float(s):
     return v
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows '(default: X)' where there is a value to show and the help text does not already say it."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def arg_parser(doc, *, lr, batch_size, latent_dim=100, epochs=25):
     """The command-line contract every training script shares; each script passes its paper's defaults."""
-    p = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--dataset", choices=DATASETS, default="mnist", help="training data")
     p.add_argument("--data-root", default="data", help="where the dataset lives (or is downloaded to); "
                    "for --dataset folder: the image folder itself")

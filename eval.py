@@ -12,7 +12,8 @@ Generator; the file is read with torch.load(weights_only=True), so a checkpoint 
 
 Metrics use pytorch-fid end to end (its Inception, its preprocessing, its Frechet distance) for both the samples
 and the reference, so figures are comparable with `python -m pytorch_fid` and with pytorch-fid .npz statistics.
-KID is the unbiased polynomial-kernel MMD of Binkowski et al. 2018 on the same 2048-d features.
+KID is the unbiased polynomial-kernel MMD of Binkowski et al. 2018 on the same 2048-d features; IS (Salimans et al.
+2016) uses the same network's classifier layer, when the weights file has one.
 """
 import argparse
 import hashlib
@@ -36,8 +37,7 @@ WEIGHTS_ENV = "GANZOO_INCEPTION_WEIGHTS"
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=common.HelpFormatter)
     p.add_argument("--ckpt", nargs="+", required=True, metavar="PATH",
                    help="checkpoint file(s), or a run folder (models/<name>: its last.pt)")
     p.add_argument("--n", type=common.positive_int, default=None, help="number of samples (default 64, "
@@ -46,7 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="fixes z (and so the samples)")
     p.add_argument("--out", default=None, help="output .png (or .gif with --interpolate); default "
                    "results/<name>/eval_<checkpoint>.png beside the run")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                   help="auto: cuda, then mps, then cpu; any checkpoint loads on any device")
     p.add_argument("--batch-size", type=common.positive_int, default=50, help="images per forward pass (G and "
                    "Inception; 50 measured fastest for Inception on 2 CPU cores, benchmarks/inception_speed.py)")
     p.add_argument("--label", default=None, help="class to generate (index or name), conditional checkpoints")
@@ -55,8 +56,8 @@ def parse_args(argv=None):
     p.add_argument("--save-dir", default=None, help="also write the N samples as PNG files at the dataset's "
                    "native size (e.g. 28x28 for MNIST), as uint8, the way metrics see them")
     m = p.add_argument_group("metrics")
-    m.add_argument("--metrics", default=None, help=f"comma-separated subset of {','.join(METRICS)} (is, pr: see "
-                   "README, pytorch-fid offers neither)")
+    m.add_argument("--metrics", default=None, help=f"comma-separated subset of {','.join(METRICS)} (is needs "
+                   "Inception weights with the classifier layer; pr is not offered by pytorch-fid: see README)")
     m.add_argument("--ref", default=None, help="reference: mnist|fashion-mnist|cifar10[:train|:test], an image "
                    "folder, or a pytorch-fid .npz of mu/sigma (FID only); default: the checkpoint's dataset, test split")
     m.add_argument("--ref-n", type=common.positive_int, default=10000, help="use at most this many reference "
@@ -126,10 +127,11 @@ def latents(n, dim, seed, block=1000):
 
 
 @torch.no_grad()
-def generate(G, z, labels, device, batch_size=250):
-    """-> images in [-1, 1], on the CPU."""
+def generate(G, z, labels, device, batch_size=250, desc=None):
+    """-> images in [-1, 1], on the CPU; a progress bar when desc is given."""
+    from tqdm import tqdm
     out = []
-    for i in range(0, len(z), batch_size):
+    for i in tqdm(range(0, len(z), batch_size), desc=desc, unit="batch", leave=False, disable=desc is None):
         y = None if labels is None else labels[i:i + batch_size].to(device)
         out.append(G(z[i:i + batch_size].to(device), y).float().cpu())
     return torch.cat(out)
@@ -268,8 +270,10 @@ def find_weights(path=None):
 
 
 def feature_extractor(weights, device):
-    """-> (f, name): f maps float (B, 3, H, W) in [0, 1] to pool3 features (B, 2048), exactly as pytorch-fid
-    (bilinear resize to 299, 2x - 1, the FID Inception); name identifies the network for cache keys."""
+    """-> (f, name, classifier): f maps float (B, 3, H, W) in [0, 1] to pool3 features (B, 2048), exactly as
+    pytorch-fid (bilinear resize to 299, 2x - 1, the FID Inception); name identifies the network for cache keys;
+    classifier is the network's 2048 -> 1008 logits weight for the Inception Score, or None when the weights file
+    has none (FID-only files such as ../shared/fid's fill it with NaN)."""
     try:
         import pytorch_fid
         from pytorch_fid.inception import InceptionV3
@@ -297,14 +301,18 @@ def feature_extractor(weights, device):
         if path is not None:
             import shutil
             shutil.rmtree(tmp, ignore_errors=True)
+    path = path or Path(hub) / "checkpoints" / WEIGHTS_NAME  # pytorch-fid has just downloaded it there
     model = model.eval().to(device, memory_format=torch.channels_last)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path else "download"
-    name = f"pytorch-fid-{pytorch_fid.__version__}-pool3-{digest}"
+    name = f"pytorch-fid-{pytorch_fid.__version__}-pool3-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+    # pytorch-fid keeps only the layers up to pool3; the classifier stays in the file. Its weight without the bias
+    # is what the original IS code multiplies pool3 by ("softmax/logits/MatMul"), so IS needs no second pass.
+    fc = torch.load(path, map_location="cpu", weights_only=True).get("fc.weight")
+    classifier = fc.double().numpy() if fc is not None and torch.isfinite(fc).all() else None
 
     @torch.no_grad()
     def f(x):
         return model(x.to(device, memory_format=torch.channels_last))[0].flatten(1).float().cpu()
-    return f, name
+    return f, name, classifier
 
 
 def features(extract, images, batch_size, desc):
@@ -345,6 +353,20 @@ def kid(f1, f2, subsets=100, subset_size=1000, seed=0):
     return float(np.mean(values)), float(np.std(values))
 
 
+def inception_score(features, classifier, splits=10):
+    """Inception Score (Salimans et al. 2016): exp(E_x KL(p(y|x) || p(y))), p(y|x) = softmax(pool3(x) . W^T) over
+    the network's 1008 classes, computed on `splits` disjoint parts as the original code does. -> (mean, std)."""
+    logits = features.astype(np.float64) @ classifier.T
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)  # p(y|x), (N, 1008)
+    scores = []
+    for part in np.array_split(p, splits):
+        py = part.mean(0, keepdims=True)  # p(y) of this part
+        kl = np.where(part > 0, part * (np.log(np.where(part > 0, part, 1)) - np.log(py)), 0).sum(1)  # 0 log 0 = 0
+        scores.append(np.exp(kl.mean()))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
 def reference(spec, ck, args, extract, name):
     """-> {'label', 'mu', 'sigma', 'feats' (None for an .npz), 'n'}; features cached under cache_dir()/fid."""
     d = ck["data"]
@@ -378,12 +400,11 @@ def reference(spec, ck, args, extract, name):
         with np.load(path) as z:
             feats = z["feats"]
     else:
-        data = source()
-        images = data.images if data.images is not None else torch.stack([data.stream[i][0] for i in range(len(data))])
-        if images.shape[-1] != native:
-            raise common.UserError(f"--ref {spec}: images are {images.shape[-1]}px, the checkpoint's data {native}px")
-        if len(images) > args.ref_n:  # a fixed random subset, the same every time
-            images = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:args.ref_n]]
+        data = source()  # at the checkpoint's native size (a folder: resized and center-cropped as in training)
+        idx = torch.arange(len(data))
+        if len(data) > args.ref_n:  # a fixed random subset, the same every time
+            idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:args.ref_n]
+        images = data.images[idx] if data.images is not None else torch.stack([data.stream[i][0] for i in idx])
         feats = features(extract, images, args.batch_size, f"reference features {spec}")
         common.atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), feats=feats))
         print(f"cached reference features: {path}", file=sys.stderr)
@@ -392,17 +413,18 @@ def reference(spec, ck, args, extract, name):
 
 
 def measure(args, device):
-    """--metrics: one row per checkpoint (FID, KID on N samples), printed as a table; --json, --plot."""
-    wanted = [m for m in args.metrics if m in ("fid", "kid")]
-    for m in args.metrics:
-        if m in ("is", "pr"):
-            what = "Inception Score" if m == "is" else "precision/recall"
-            print(f"note: {what} is not computed: pytorch-fid, the metrics library ganzoo uses, does not offer it"
-                  + (" (IS also needs the Inception classifier layer, which FID-only weight files lack)"
-                     if m == "is" else ""), file=sys.stderr)
+    """--metrics: one row per checkpoint (FID, KID, IS on N samples), printed as a table; --json, --plot."""
+    extract, name, classifier = feature_extractor(args.inception_weights, device)
+    wanted = [m for m in args.metrics if m != "pr"]
+    if "pr" in args.metrics:
+        print("note: precision/recall is not computed: pytorch-fid, the metrics library ganzoo uses, does not "
+              "offer it", file=sys.stderr)
+    if "is" in wanted and classifier is None:
+        wanted.remove("is")
+        print("note: Inception Score is not computed: these Inception weights have no classifier layer (FID-only "
+              "files such as ../shared/fid's); the full file pytorch-fid downloads has it", file=sys.stderr)
     if not wanted:
-        raise common.UserError("--metrics: nothing left to compute (fid and kid are available)", 2)
-    extract, name = feature_extractor(args.inception_weights, device)
+        raise common.UserError("--metrics: nothing left to compute (fid and kid need only the FID weights)", 2)
     if args.n < 10000:
         print(f"warning: N = {args.n} samples: FID is biased upward below N = 10000; compare figures only at the "
               "same N", file=sys.stderr)
@@ -411,16 +433,17 @@ def measure(args, device):
         t0 = time.time()
         G, ck = load_generator(path, device)
         label = parse_label(args.label, ck)
-        key = (args.ref or f"{ck['data']['dataset']}:{ck['data']['source']}", ck["data"]["native_size"])
-        if key not in refs:
-            refs[key] = reference(args.ref, ck, args, extract, name)
-        ref = refs[key]
-        z = latents(args.n, ck["model_args"]["latent_dim"], args.seed)
-        x = native_uint8(generate_with_bar(G, z, sample_labels(ck, args.n, label), device, args.batch_size), ck)
-        f = features(extract, x, args.batch_size, f"features {Path(ck['path']).name}")
         row = {"checkpoint": ck["path"], "arch": ck["arch"], "dataset": ck["data"]["dataset"], "epoch": ck["epoch"],
-               "step": ck["step"], "n": args.n, "seed": args.seed, "ref": ref["label"], "ref_n": ref["n"],
-               "feature_extractor": name}
+               "step": ck["step"], "n": args.n, "seed": args.seed, "feature_extractor": name}
+        if "fid" in wanted or "kid" in wanted:
+            key = (args.ref or f"{ck['data']['dataset']}:{ck['data']['source']}", ck["data"]["native_size"])
+            if key not in refs:
+                refs[key] = reference(args.ref, ck, args, extract, name)
+            ref = refs[key]
+            row.update(ref=ref["label"], ref_n=ref["n"])
+        z = latents(args.n, ck["model_args"]["latent_dim"], args.seed)
+        x = native_uint8(generate(G, z, sample_labels(ck, args.n, label), device, args.batch_size, "generating"), ck)
+        f = features(extract, x, args.batch_size, f"features {Path(ck['path']).name}")
         if "fid" in wanted:
             row["fid"] = fid_from_stats(*stats(f), ref["mu"], ref["sigma"])
         if "kid" in wanted:
@@ -429,6 +452,8 @@ def measure(args, device):
                       file=sys.stderr)
             else:
                 row["kid"], row["kid_std"] = kid(f, ref["feats"], args.kid_subsets, args.kid_subset_size)
+        if "is" in wanted:
+            row["is"], row["is_std"] = inception_score(f, classifier)
         row["seconds"] = round(time.time() - t0, 1)
         rows.append(row)
     print_table(rows)
@@ -441,25 +466,18 @@ def measure(args, device):
     return rows
 
 
-@torch.no_grad()
-def generate_with_bar(G, z, labels, device, batch_size):
-    from tqdm import tqdm
-    out = []
-    for i in tqdm(range(0, len(z), batch_size), desc="generating", unit="batch", leave=False):
-        out.append(generate(G, z[i:i + batch_size], None if labels is None else labels[i:i + batch_size], device,
-                            batch_size))
-    return torch.cat(out)
-
-
 def print_table(rows):
-    print(f"{'checkpoint':<44} {'epoch':>5} {'N':>6} {'FID':>8} {'KID':>17} {'seconds':>8}")
+    print(f"{'checkpoint':<44} {'epoch':>5} {'N':>6} {'FID':>8} {'KID':>17} {'IS':>13} {'seconds':>8}")
     for r in rows:
-        kid_s = f"{r['kid']:.4f} +- {r['kid_std']:.4f}" if "kid" in r else "-"
         fid_s = f"{r['fid']:.2f}" if "fid" in r else "-"
-        print(f"{r['checkpoint'][-44:]:<44} {r['epoch']:>5} {r['n']:>6} {fid_s:>8} {kid_s:>17} {r['seconds']:>8.0f}")
-    n_ref = f"{rows[0]['ref_n']} images" if rows[0]["ref_n"] else "precomputed mu/sigma"
-    print(f"reference: {rows[0]['ref']} ({n_ref}); features: "
-          f"{rows[0]['feature_extractor']}")
+        kid_s = f"{r['kid']:.4f} +- {r['kid_std']:.4f}" if "kid" in r else "-"
+        is_s = f"{r['is']:.2f} +- {r['is_std']:.2f}" if "is" in r else "-"
+        print(f"{r['checkpoint'][-44:]:<44} {r['epoch']:>5} {r['n']:>6} {fid_s:>8} {kid_s:>17} {is_s:>13} "
+              f"{r['seconds']:>8.0f}")
+    if "ref" in rows[0]:
+        n_ref = f"{rows[0]['ref_n']} images" if rows[0]["ref_n"] else "precomputed mu/sigma"
+        print(f"reference: {rows[0]['ref']} ({n_ref})")
+    print(f"features: {rows[0]['feature_extractor']}")
 
 
 def plot_fid(rows, path):

@@ -5,7 +5,9 @@
 3. `python -m pytorch_fid` measures the saved files against the same .npz, independently of ganzoo's code path
    (its own file loader, batching and statistics);
 4. both figures are printed with their relative difference. ganzoo uses pytorch-fid's network and preprocessing,
-   so they should agree to float rounding: the check is that ganzoo's samples reach the network exactly as files do.
+   so they should agree to float rounding: the check is that ganzoo's samples reach the network exactly as files do;
+5. the reference side likewise: eval.py's statistics of the test split (read through ganzoo's data layer) against
+   the .npz, which pytorch-fid made from the same files.
 
 Then, for each dataset in --floors, FID(train N vs test N): the best any generator can score at that N.
 
@@ -21,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
@@ -88,8 +92,22 @@ def main():
         result.update(checkpoint=args.ckpt, epoch=ck["epoch"], ref=ref, ganzoo=ours, pytorch_fid=theirs,
                       rel_diff=diff)
 
+    if args.ckpt or args.floors:
+        extract, name, _ = ev.feature_extractor(weights, common.get_device(args.device))
+    if args.ckpt and ck["data"]["dataset"] != "folder":
+        # the reference side: eval.py's test-split statistics (its data layer, cached features) against the same
+        # .npz, made from the same files by pytorch-fid's preprocessing: ~0 when the real images reach the network
+        # the same way through both
+        ns = argparse.Namespace(data_root=args.data_root, ref_n=10000, batch_size=args.batch_size)
+        t0 = time.time()
+        ours_ref = ev.reference(f"{ck['data']['dataset']}:test", ck, ns, extract, name)
+        with np.load(ref) as z:
+            fid_ref = ev.fid_from_stats(ours_ref["mu"], ours_ref["sigma"], z["mu"], z["sigma"])
+            mu_diff = float(abs(ours_ref["mu"] - z["mu"]).max())
+        print(f"reference    FID(eval.py's {ck['data']['dataset']}:test statistics, {Path(ref).name}) = {fid_ref:.6f}, "
+              f"max |mu difference| {mu_diff:.2e}   ({time.time() - t0:.0f} s)")
+        result.update(ref_check={"fid": fid_ref, "max_mu_diff": mu_diff})
     if args.floors:
-        extract, name = ev.feature_extractor(weights, common.get_device(args.device))
         result["floors"] = {}
         for d in args.floors.split(","):
             t0 = time.time()

@@ -95,7 +95,7 @@ def do_row(arch, dataset, epochs, args, db):
 
 def do_floor(dataset, args, db):
     from fid_crosscheck import floor
-    extract, name = ev.feature_extractor(args.inception_weights, common.get_device(args.device))
+    extract, name, _ = ev.feature_extractor(args.inception_weights, common.get_device(args.device))
     fid, n_train, n_test = floor(dataset, args.floor_n, args, extract, name)
     db["floors"][dataset] = {"fid": fid, "n_train": n_train, "n_test": n_test}
     save_db(db)

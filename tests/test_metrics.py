@@ -68,7 +68,7 @@ def ckpts(data_root, tmp_path):
 
 def test_metrics_table_json_plot_and_reference_cache(ckpts, data_root, tmp_path, monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(ev, "feature_extractor", lambda w, d: (standin(calls), "standin"))
+    monkeypatch.setattr(ev, "feature_extractor", lambda w, d: (standin(calls), "standin", None))
     argv = ["--ckpt", *ckpts, "--metrics", "fid,kid", "--n", "40", "--ref", "mnist:test", "--data-root",
             str(data_root), "--kid-subsets", "5", "--kid-subset-size", "20", "--batch-size", "16", "--json", "m.json",
             "--plot", "fid.png"]
@@ -90,7 +90,7 @@ def test_metrics_table_json_plot_and_reference_cache(ckpts, data_root, tmp_path,
 
 def test_metrics_see_exactly_what_save_dir_writes(ckpts, data_root, tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(ev, "feature_extractor", lambda w, d: (standin(calls), "standin"))
+    monkeypatch.setattr(ev, "feature_extractor", lambda w, d: (standin(calls), "standin", None))
     common_args = ["--ckpt", ckpts[1], "--n", "12", "--seed", "5", "--data-root", str(data_root)]
     assert call(ev.main, common_args + ["--metrics", "fid", "--ref", "mnist:test"]) == 0
     seen = torch.cat(calls[-1:])  # the samples' batch (12 < batch size): grey repeated to 3 channels, /255
@@ -101,7 +101,7 @@ def test_metrics_see_exactly_what_save_dir_writes(ckpts, data_root, tmp_path, mo
 
 
 def test_npz_reference_gives_fid_and_skips_kid(ckpts, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(ev, "feature_extractor", lambda w, d: (standin(), "standin"))
+    monkeypatch.setattr(ev, "feature_extractor", lambda w, d: (standin(), "standin", None))
     f = np.random.default_rng(0).normal(size=(100, 16))
     np.savez(tmp_path / "ref.npz", mu=f.mean(0), sigma=np.cov(f, rowvar=False))
     assert call(ev.main, ["--ckpt", ckpts[0], "--metrics", "fid,kid", "--n", "20", "--ref", "ref.npz",
@@ -113,7 +113,7 @@ def test_npz_reference_gives_fid_and_skips_kid(ckpts, tmp_path, monkeypatch, cap
 
 
 def test_folder_reference(data_root, tmp_path, monkeypatch):
-    monkeypatch.setattr(ev, "feature_extractor", lambda w, d: (standin(), "standin"))
+    monkeypatch.setattr(ev, "feature_extractor", lambda w, d: (standin(), "standin", None))
     assert call(dcgan.main, ["--dataset", "folder", "--data-root", str(data_root / "flat"), "--image-size", "32",
                              *TINY, "--max-steps", "2"]) == 0
     assert call(ev.main, ["--ckpt", "models/dcgan_folder", "--metrics", "fid,kid", "--n", "16", "--kid-subset-size",
@@ -122,12 +122,59 @@ def test_folder_reference(data_root, tmp_path, monkeypatch):
     assert row["ref_n"] == 16 and row["ref"] == str(data_root / "flat")
 
 
-def test_is_and_pr_are_declined_in_one_line(ckpts, monkeypatch, capsys):
-    monkeypatch.setattr(ev, "feature_extractor", lambda w, d: (standin(), "standin"))
+def test_inception_score_on_hand_computed_cases():
+    # every p(y|x) uniform: p(y|x) = p(y), KL = 0, IS = 1
+    assert ev.inception_score(np.zeros((20, 4)), np.ones((7, 4)), splits=2) == pytest.approx((1.0, 0.0))
+    # confident and spread evenly over k classes: KL = log k for every x, IS = k
+    k, W = 5, 60 * np.eye(5)
+    mean, std = ev.inception_score(np.tile(np.eye(k), (4, 1)), W, splits=4)
+    assert mean == pytest.approx(k, rel=1e-6) and std < 1e-6
+    # a small case written out: one part, p(y|x) = softmax(f W^T)
+    f, W = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]), np.array([[1.0, -1.0], [0.5, 0.5], [0.0, 1.0]])
+    logits = f @ W.T
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    py = p.mean(0)
+    expected = np.exp(np.mean([sum(p[i, j] * np.log(p[i, j] / py[j]) for j in range(3)) for i in range(3)]))
+    assert ev.inception_score(f, W, splits=1)[0] == pytest.approx(expected, rel=1e-12)
+
+
+def test_inception_score_from_the_classifier(ckpts, monkeypatch, capsys, tmp_path):
+    calls = []
+    W = np.random.default_rng(0).normal(size=(10, 16))  # 16-d stand-in features -> 10 "classes"
+    monkeypatch.setattr(ev, "feature_extractor", lambda w, d: (standin(calls), "standin", W))
+    assert call(ev.main, ["--ckpt", ckpts[0], "--metrics", "is", "--n", "30", "--batch-size", "10",
+                          "--json", "m.json"]) == 0
+    row = json.loads((tmp_path / "m.json").read_text())[0]
+    assert 1 <= row["is"] <= 10 and row["is_std"] >= 0 and "fid" not in row and "ref" not in row
+    assert len(calls) == 3  # IS needs no reference: only the 30 samples went through the network
+    assert "IS" in capsys.readouterr().out
+
+
+def test_is_without_a_classifier_and_pr_are_declined_in_one_line(ckpts, monkeypatch, capsys):
+    monkeypatch.setattr(ev, "feature_extractor", lambda w, d: (standin(), "standin", None))
     assert call(ev.main, ["--ckpt", ckpts[0], "--metrics", "is"]) == 2
-    err = capsys.readouterr().err
-    assert "Inception Score is not computed" in err and "nan" not in err.lower()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("note: Inception Score is not computed") and "classifier layer" in err[0]
+    assert err[-1].startswith("error: --metrics: nothing left") and "nan" not in " ".join(err).lower()
+    assert call(ev.main, ["--ckpt", ckpts[0], "--metrics", "pr"]) == 2
+    assert "precision/recall is not computed" in capsys.readouterr().err
     assert call(ev.main, ["--ckpt", ckpts[0], "--metrics", "bogus"]) == 2
+
+
+def test_classifier_comes_from_the_weights_file(tmp_path):
+    """The real feature_extractor on a weights file with the FID Inception's keys (random values): the classifier
+    is the file's fc.weight, and None when the file fills it with NaN as FID-only files do."""
+    pytest.importorskip("pytorch_fid")
+    import torchvision
+    sd = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008, init_weights=False,
+                                         transform_input=False).state_dict()
+    torch.save(sd, tmp_path / "full.pth")
+    f, name, classifier = ev.feature_extractor(str(tmp_path / "full.pth"), torch.device("cpu"))
+    assert classifier.shape == (1008, 2048) and np.array_equal(classifier, sd["fc.weight"].double().numpy())
+    assert f(torch.rand(2, 3, 28, 28)).shape == (2, 2048) and name.startswith("pytorch-fid-")
+    sd["fc.weight"].fill_(float("nan"))
+    torch.save(sd, tmp_path / "fid_only.pth")
+    assert ev.feature_extractor(str(tmp_path / "fid_only.pth"), torch.device("cpu"))[2] is None
 
 
 def test_missing_weights_are_one_line(ckpts, tmp_path, monkeypatch, capsys):
