@@ -75,6 +75,8 @@ def parse_args(argv=None):
         bad = [x for x in args.metrics if x not in METRICS]
         if bad or not args.metrics:
             p.error(f"--metrics: unknown {', '.join(bad) or 'empty list'} (choose from {', '.join(METRICS)})")
+    if len(args.ckpt) > 1 and (args.save_dir or args.interpolate):
+        p.error("--save-dir and --interpolate take one checkpoint")
     args.n = args.n or (10000 if args.metrics else 64)
     return args
 
@@ -240,7 +242,7 @@ def compare_figure(args, device):
         ax.set_title(name, fontsize=9, loc="left")
         ax.axis("off")
     fig.tight_layout()
-    out = Path(args.out or Path(args.ckpt[0]).resolve().parent / "compare.png")
+    out = Path(args.out or default_out(ck, "_compare.png"))  # beside the last checkpoint's run
     common.atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return out
@@ -508,10 +510,11 @@ def main(argv=None):
     if args.save_dir:
         folder, shape = save_samples(args, device)
         print(f"{args.n} samples ({shape}, uint8 PNG) in {folder}/")
-    if len(args.ckpt) > 1:
-        print(f"comparison of {len(args.ckpt)} checkpoints: {compare_figure(args, device)}")
-    elif not (args.save_dir or args.metrics) or args.out or args.interpolate:
-        print(f"samples: {sample_grid(args, device)}")
+    if not (args.save_dir or args.metrics) or args.out or args.interpolate:  # a figure, unless only numbers/files
+        if len(args.ckpt) > 1:
+            print(f"comparison of {len(args.ckpt)} checkpoints: {compare_figure(args, device)}")
+        else:
+            print(f"samples: {sample_grid(args, device)}")
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def main():
         with np.load(ref) as z:
             fid_ref = ev.fid_from_stats(ours_ref["mu"], ours_ref["sigma"], z["mu"], z["sigma"])
             mu_diff = float(abs(ours_ref["mu"] - z["mu"]).max())
-        print(f"reference    FID(eval.py's {ck['data']['dataset']}:test statistics, {Path(ref).name}) = {fid_ref:.6f}, "
+        print(f"reference    FID(eval.py's {ck['data']['dataset']}:test statistics, {Path(ref).name}) = {fid_ref:.1e}, "
               f"max |mu difference| {mu_diff:.2e}   ({time.time() - t0:.0f} s)")
         result.update(ref_check={"fid": fid_ref, "max_mu_diff": mu_diff})
     if args.floors:

@@ -31,7 +31,9 @@ ROWS = [("dcgan", "mnist", 5), ("dcgan", "fashion-mnist", 5), ("dcgan", "cifar10
 DOCS = HERE / "docs"
 ANCHORS = """Published anchors, quoted as such (same metric, other training budgets, other FID code and reference
 sets, so not directly comparable): CIFAR-10 DCGAN, FID 25-43 (the range of published figures); Fashion-MNIST GAN
-after 20 epochs, FID 26.5 (Lucic et al. 2018, "Are GANs Created Equal?")."""
+after 20 epochs, FID 26.5 (Lucic et al. 2018, "Are GANs Created Equal?"). ganzoo's CIFAR-10 is the JPEG copy in
+../shared/data (quality about 75), trained on and measured against its own test split, so its figures compare with
+each other, not with figures against the original CIFAR-10's statistics."""
 
 
 def load_db():

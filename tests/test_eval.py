@@ -73,6 +73,10 @@ def test_comparison_of_several_checkpoints(runs, capsys):
              str(runs / "dcgan_mnist_cond/last.pt"), str(runs / "dcgan_folder_cond/last.pt")]
     assert call(ev.main, ["--ckpt", *paths, "--out", "cmp.png"]) == 0
     assert "comparison of 4 checkpoints" in capsys.readouterr().out and Image.open("cmp.png").size[1] > 200
+    assert call(ev.main, ["--ckpt", *paths[:2]]) == 0  # default: beside the run, in its results folder
+    assert Image.open(runs.parent / "results/dcgan_mnist/eval_epoch_002_compare.png").size[1] > 100
+    assert call(ev.main, ["--ckpt", *paths[:2], "--save-dir", "s"]) == 2
+    assert "take one checkpoint" in capsys.readouterr().err
 
 
 def test_interpolation_png_and_gif(runs):

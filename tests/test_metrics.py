@@ -78,6 +78,7 @@ def test_metrics_table_json_plot_and_reference_cache(ckpts, data_root, tmp_path,
     assert [r["epoch"] for r in rows] == [1, 2] and all(r["n"] == 40 and r["ref_n"] == 32 for r in rows)
     assert all(r["fid"] > 0 and "kid" in r and r["seconds"] >= 0 for r in rows)
     assert "epoch" in out.out and "FID" in out.out and "warning: N = 40" in out.err
+    assert "comparison" not in out.out and not list(tmp_path.rglob("*compare*"))  # numbers only: no figure
     assert Image.open(tmp_path / "fid.png").size[0] > 100
     assert len(list((tmp_path / "cache/ganzoo/fid").glob("mnist-test-28px-*.npz"))) == 1
     n_calls = len(calls)  # reference (32 images: 2 batches) + 2 checkpoints x 40 samples (3 batches each)
