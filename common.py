@@ -270,8 +270,9 @@ def _load_idx(name, root, split):
             _unpack_debian_fashion_mnist(raw)  # Debian's dataset-fashion-mnist: no download needed
         else:
             _download(lambda: cls(root, train=train, download=True), name, raw,
-                      ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                       "t10k-labels-idx1-ubyte"])
+                      "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
+                      f"t10k-labels-idx1-ubyte (uncompressed) in {raw}"
+                      + (" or apt-get install dataset-fashion-mnist" if name == "fashion-mnist" else ""))
         ds = cls(root, train=train, download=False)
     classes = [c.split(" - ")[0] for c in ds.classes]  # MNIST's '0 - zero' -> '0'
     return ds.data, ds.targets.long(), classes, str(root / cls.__name__)
@@ -297,19 +298,19 @@ def _load_cifar10(root, split):
         ds = tvd.CIFAR10(root, train=train, download=False)
     except RuntimeError:
         _download(lambda: tvd.CIFAR10(root, train=train, download=True), "cifar10", root / "cifar-10-batches-py",
-                  ["cifar-10-python.tar.gz (torchvision layout)", f"or an image folder {root}/{split}/<class>/*.png"])
+                  f"cifar-10-python.tar.gz in {root}, or an image folder {root / split}/<class>/*.png")
         ds = tvd.CIFAR10(root, train=train, download=False)
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
     return images, torch.tensor(ds.targets), list(ds.classes), str(root / "cifar-10-batches-py")
 
 
-def _download(fn, name, where, files):
+def _download(fn, name, where, what_to_put):
     print(f"{name}: not found under {where}; downloading...", file=sys.stderr)
     try:
         fn()
     except Exception as e:  # torchvision raises several kinds (URLError, RuntimeError, OSError) when offline
-        raise UserError(f"{name} is missing and could not be downloaded ({type(e).__name__}): put "
-                        f"{', '.join(files)} in {where} (the README's Data section lists the layouts)") from None
+        raise UserError(f"{name} is missing and could not be downloaded ({type(e).__name__}): put {what_to_put} "
+                        "(the README's Data section lists the layouts)") from None
 
 
 def _has_class_dirs(path):

@@ -358,13 +358,11 @@ def kid(f1, f2, subsets=100, subset_size=1000, seed=0):
 def inception_score(features, classifier, splits=10):
     """Inception Score (Salimans et al. 2016): exp(E_x KL(p(y|x) || p(y))), p(y|x) = softmax(pool3(x) . W^T) over
     the network's 1008 classes, computed on `splits` disjoint parts as the original code does. -> (mean, std)."""
-    logits = features.astype(np.float64) @ classifier.T
-    p = np.exp(logits - logits.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)  # p(y|x), (N, 1008)
+    from scipy.special import rel_entr, softmax  # scipy comes with pytorch-fid
+    p = softmax(features.astype(np.float64) @ classifier.T, axis=1)  # p(y|x), (N, 1008)
     scores = []
     for part in np.array_split(p, splits):
-        py = part.mean(0, keepdims=True)  # p(y) of this part
-        kl = np.where(part > 0, part * (np.log(np.where(part > 0, part, 1)) - np.log(py)), 0).sum(1)  # 0 log 0 = 0
+        kl = rel_entr(part, part.mean(0, keepdims=True)).sum(1)  # KL(p(y|x) || p(y)), p(y) of this part; 0 log 0 = 0
         scores.append(np.exp(kl.mean()))
     return float(np.mean(scores)), float(np.std(scores))
 
