@@ -43,8 +43,8 @@ def load_db():
 
 def save_db(db):
     common.atomic_write(DOCS / "results.json", lambda t: Path(t).write_text(json.dumps(db, indent=2) + "\n"))
-    md = table(db)
-    common.atomic_write(DOCS / "results.md", lambda t: Path(t).write_text(md))
+    common.atomic_write(DOCS / "results.md", lambda t: Path(t).write_text(table(db, grids="")))
+    md = table(db, grids="docs/")
     readme = HERE / "README.md"
     start, end = "<!-- results:start -->", "<!-- results:end -->"
     text = readme.read_text() if readme.exists() else ""
@@ -53,15 +53,17 @@ def save_db(db):
         common.atomic_write(readme, lambda t: Path(t).write_text(new))
 
 
-def table(db):
-    lines = ["| arch | dataset | epochs | train wall time | trained on | FID | KID (x 10^3) | N | real-vs-real floor |",
-             "|---|---|---|---|---|---|---|---|---|"]
+def table(db, grids):
+    """The markdown table; `grids` is the path from the page to docs/ (the final grids are linked)."""
+    lines = ["| arch | dataset | epochs | train wall time | trained on | FID | KID (x 10^3) | N | real-vs-real floor "
+             "| final grid |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(db["rows"], key=lambda r: (r["dataset"], r["arch"])):
         fl = db["floors"].get(r["dataset"])
         floor_s = f"{fl['fid']:.2f} ({fl['n_train'] // 1000}k vs {fl['n_test'] // 1000}k)" if fl else "not yet measured"
         wall = f"{r['train_seconds'] / 60:.0f} min" if r.get("train_seconds") else "not recorded"
         lines.append(f"| {r['arch']} | {r['dataset']} | {r['epochs']} | {wall} | {r['device']} | {r['fid']:.2f} | "
-                     f"{1000 * r['kid']:.2f} +- {1000 * r['kid_std']:.2f} | {r['n']} | {floor_s} |")
+                     f"{1000 * r['kid']:.2f} +- {1000 * r['kid_std']:.2f} | {r['n']} | {floor_s} | "
+                     f"[epoch {r['epochs']}]({grids}{run_name(r['arch'], r['dataset'])}.png) |")
     return ("\n".join(lines) + "\n\nFID and KID against the test split (10k images), pytorch-fid's Inception and "
             "preprocessing, samples mapped back to the dataset's native size; made by `python benchmarks/results.py`. "
             "The floor is FID(train vs test) of real images: the best any generator can score.\n\n" + ANCHORS + "\n")
@@ -72,8 +74,12 @@ def run(cmd):
     subprocess.run(cmd, check=True, cwd=HERE)
 
 
+def run_name(arch, dataset):
+    return f"{arch}_{dataset.replace('-', '_')}"  # the training scripts' default --name
+
+
 def do_row(arch, dataset, epochs, args, db):
-    name = f"{arch}_{dataset.replace('-', '_')}"
+    name = run_name(arch, dataset)
     ckpt = HERE / "models" / name / f"epoch_{epochs:03d}.pt"
     if not ckpt.exists():
         resume = ["--resume"] if (HERE / "models" / name / "last.pt").exists() else []
@@ -129,7 +135,7 @@ def main():
         if not args.no_floors and dataset not in db["floors"]:
             do_floor(dataset, args, db)
     save_db(db)
-    print(table(db))
+    print(table(db, grids="docs/"))
     print(f"results.py: {time.time() - t0:.0f} s")
 
 
