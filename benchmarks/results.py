@@ -25,8 +25,8 @@ sys.path.insert(0, str(HERE / "benchmarks"))
 import common  # noqa: E402
 import eval as ev  # noqa: E402
 
-# (arch, dataset, epochs). CIFAR-10: 50k images at about 330 img/s on the 2-core AMD EPYC measured here is
-# ~2.5 minutes an epoch, so 20 epochs is what one CPU run of under an hour allows.
+# (arch, dataset, epochs). CIFAR-10: 50k images at about 350 img/s on the 2-core AMD EPYC measured here is
+# ~2.4 minutes an epoch, so 20 epochs is what one CPU run of under an hour allows (it took 48 minutes).
 ROWS = [("dcgan", "mnist", 5), ("dcgan", "fashion-mnist", 5), ("dcgan", "cifar10", 20)]
 DOCS = HERE / "docs"
 ANCHORS = """Published anchors, quoted as such (same metric, other training budgets, other FID code and reference
