@@ -630,7 +630,7 @@ class Run:
                 self._flush_log()
                 self.save(epoch_file=False)
                 self.sample(self.results / f"step_{self.step:07d}.png", f"step {self.step}")
-        self.finish(time.time() - self.t0)
+        self.finish(time.time() - self.t0, self.seconds + time.time() - self.t0)
 
     def _epoch_batches(self, images, labels, order):
         B = self.args.batch_size
@@ -700,12 +700,13 @@ class Run:
         save_gif(sorted(self.results.glob("epoch_*.png")), self.results / "progress.gif")
         plot_losses(self.results / "losses.csv", self.results / "losses.png")
 
-    def finish(self, seconds):
+    def finish(self, seconds, total):
         self._flush_log()
         if self.tb:
             self.tb.close()
         grids = sorted(self.results.glob("epoch_*.png")) or sorted(self.results.glob("step_*.png"))
-        print(f"done: {self.step} steps, epoch {self.epoch}, {seconds:.0f} s\n"
+        resumed = f" this time, {total:.0f} s in all" if total - seconds > 1 else ""
+        print(f"done: {self.step} steps, epoch {self.epoch}, {seconds:.0f} s{resumed}\n"
               f"  checkpoints  {self.models}/ (last.pt)\n"
               f"  samples      {grids[-1] if grids else self.results}, progress.gif\n"
               f"  losses       {self.results}/losses.csv, losses.png"

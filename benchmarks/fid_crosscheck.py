@@ -60,10 +60,11 @@ def main():
     p.add_argument("--floors", default="", help="comma-separated datasets for FID(train N vs test N)")
     p.add_argument("--floor-n", type=int, default=10000)
     p.add_argument("--data-root", default="data")
-    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=None, help="default: eval.py's (10 on CPU, 200 on a GPU)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="write the figures here too")
     args = p.parse_args()
+    args.batch_size = args.batch_size or ev.default_batch_size(common.get_device(args.device))
     weights = str(Path(args.inception_weights).resolve())
     result = {"n": args.n, "seed": args.seed}
 

@@ -25,8 +25,8 @@ sys.path.insert(0, str(HERE / "benchmarks"))
 import common  # noqa: E402
 import eval as ev  # noqa: E402
 
-# (arch, dataset, epochs). CIFAR-10: 50k images at about 330 img/s on the 2-core AMD EPYC measured here is
-# ~2.5 minutes an epoch, so 20 epochs is what one CPU run of under an hour allows.
+# (arch, dataset, epochs). CIFAR-10: 50k images at about 350 img/s on the 2-core AMD EPYC measured here is
+# ~2.4 minutes an epoch, so 20 epochs is what one CPU run of under an hour allows (it took 48 minutes).
 ROWS = [("dcgan", "mnist", 5), ("dcgan", "fashion-mnist", 5), ("dcgan", "cifar10", 20)]
 DOCS = HERE / "docs"
 ANCHORS = """Published anchors, quoted as such (same metric, other training budgets, other FID code and reference
@@ -87,7 +87,8 @@ def do_row(arch, dataset, epochs, args, db):
              args.data_root, "--device", args.device, *resume])
     out = HERE / "results" / name / "metrics.json"
     run([sys.executable, "eval.py", "--ckpt", ckpt, "--metrics", "fid,kid", "--n", str(args.n), "--json", out,
-         "--inception-weights", args.inception_weights, "--device", args.device, "--data-root", args.data_root])
+         "--inception-weights", args.inception_weights, "--device", args.device, "--data-root", args.data_root,
+         "--batch-size", str(args.batch_size)])
     m = json.loads(out.read_text())[0]
     ck = common.load_checkpoint(ckpt)
     row = {"arch": arch, "dataset": dataset, "epochs": epochs, "train_seconds": ck.get("train_seconds"),
@@ -119,11 +120,12 @@ def main():
     p.add_argument("--floor-n", type=int, default=10000)
     p.add_argument("--data-root", default="data")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=None, help="default: eval.py's (10 on CPU, 200 on a GPU)")
     p.add_argument("--force", action="store_true", help="measure rows again even when docs/results.json has them")
     p.add_argument("--floors-only", action="store_true")
     p.add_argument("--no-floors", action="store_true")
     args = p.parse_args()
+    args.batch_size = args.batch_size or ev.default_batch_size(common.get_device(args.device))
     DOCS.mkdir(exist_ok=True)
     db = load_db()
     t0 = time.time()

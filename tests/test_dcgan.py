@@ -145,8 +145,11 @@ def test_exact_resume(data_root, tmp_path, conditional):
 def test_resume_inside_an_epoch(data_root, tmp_path):
     assert run_dcgan(data_root, "--epochs", "2", "--name", "straight") == 0
     assert run_dcgan(data_root, "--epochs", "2", "--name", "split", "--max-steps", "11") == 0
-    assert torch.load(tmp_path / "models/split/last.pt", weights_only=True)["step"] == 11
+    part = torch.load(tmp_path / "models/split/last.pt", weights_only=True)
+    assert part["step"] == 11
     assert run_dcgan(data_root, "--epochs", "2", "--name", "split", "--resume") == 0
+    # the wall time the results table reports is summed over the parts of a resumed run
+    assert torch.load(tmp_path / "models/split/last.pt", weights_only=True)["train_seconds"] > part["train_seconds"]
     assert_identical(weights(tmp_path / "models/straight/last.pt"), weights(tmp_path / "models/split/last.pt"))
     rows = list(csv.DictReader(open(tmp_path / "results/split/losses.csv")))
     assert [int(r["step"]) for r in rows] == list(range(1, 17))

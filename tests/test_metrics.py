@@ -94,7 +94,9 @@ def test_metrics_see_exactly_what_save_dir_writes(ckpts, data_root, tmp_path, mo
     monkeypatch.setattr(ev, "feature_extractor", lambda w, d: (standin(calls), "standin", None))
     common_args = ["--ckpt", ckpts[1], "--n", "12", "--seed", "5", "--data-root", str(data_root)]
     assert call(ev.main, common_args + ["--metrics", "fid", "--ref", "mnist:test"]) == 0
-    seen = torch.cat(calls[-1:])  # the samples' batch (12 < batch size): grey repeated to 3 channels, /255
+    calls.clear()  # the second time the reference comes from the cache: every call is a batch of samples
+    assert call(ev.main, common_args + ["--metrics", "fid", "--ref", "mnist:test", "--batch-size", "5"]) == 0
+    seen = torch.cat(calls)  # grey repeated to 3 channels, /255
     assert call(ev.main, common_args + ["--save-dir", "s"]) == 0
     files = sorted((tmp_path / "s").iterdir())
     saved = torch.stack([torch.from_numpy(np.array(Image.open(f))) for f in files]).float() / 255
