@@ -9,7 +9,8 @@
 5. the reference side likewise: eval.py's statistics of the test split (read through ganzoo's data layer) against
    the .npz, which pytorch-fid made from the same files.
 
-Then, for each dataset in --floors, FID(train N vs test N): the best any generator can score at that N.
+Then, for each dataset in --ref-checks, step 5 alone; for each dataset in --floors, FID(train N vs test N): the
+best any generator can score at that N.
 
     python benchmarks/fid_crosscheck.py --ckpt models/dcgan_mnist/epoch_005.pt \
         --inception-weights ../shared/fid/pt_inception-2015-12-05-6726825d.pth --ref ../shared/fid/mnist-test-10k.npz
@@ -40,14 +41,31 @@ def run(cmd, env=None):
     return out.stdout, time.time() - t0
 
 
-def floor(dataset, n, args, extract, name):
-    """FID between n train and n test images of a dataset (features cached by eval.reference)."""
+def real_stats(dataset, split, n, args, extract, name):
+    """eval.py's statistics of n real images of a dataset split (features cached by eval.reference)."""
     ck = {"data": {"dataset": dataset, "native_size": 32 if dataset == "cifar10" else 28, "source": ""},
           "args": {"data_root": args.data_root}}
     ns = argparse.Namespace(data_root=args.data_root, ref_n=n, batch_size=args.batch_size)
-    a = ev.reference(f"{dataset}:train", ck, ns, extract, name)
-    b = ev.reference(f"{dataset}:test", ck, ns, extract, name)
+    return ev.reference(f"{dataset}:{split}", ck, ns, extract, name)
+
+
+def floor(dataset, n, args, extract, name):
+    """FID between n train and n test images of a dataset."""
+    a, b = (real_stats(dataset, split, n, args, extract, name) for split in ("train", "test"))
     return ev.fid_from_stats(a["mu"], a["sigma"], b["mu"], b["sigma"]), a["n"], b["n"]
+
+
+def ref_check(dataset, npz, args, extract, name):
+    """eval.py's test-split statistics (its data layer) against a pytorch-fid .npz made from the same files:
+    ~0 when real images reach the network the same way through both."""
+    t0 = time.time()
+    ours = real_stats(dataset, "test", 10000, args, extract, name)
+    with np.load(npz) as z:
+        fid = ev.fid_from_stats(ours["mu"], ours["sigma"], z["mu"], z["sigma"])
+        mu_diff = float(abs(ours["mu"] - z["mu"]).max())
+    print(f"reference    FID(eval.py's {dataset}:test statistics, {Path(npz).name}) = {fid:.1e}, "
+          f"max |mu difference| {mu_diff:.2e}   ({time.time() - t0:.0f} s)")
+    return {"fid": fid, "max_mu_diff": mu_diff}
 
 
 def main():
@@ -57,6 +75,8 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ref", help="pytorch-fid .npz (default ../shared/fid/<dataset>-test-10k.npz)")
     p.add_argument("--inception-weights", default=os.environ.get(ev.WEIGHTS_ENV), required=ev.WEIGHTS_ENV not in os.environ)
+    p.add_argument("--ref-checks", default="", help="comma-separated datasets: eval.py's test statistics against "
+                   "../shared/fid/<dataset>-test-10k.npz (cheap once eval.py has cached the test features)")
     p.add_argument("--floors", default="", help="comma-separated datasets for FID(train N vs test N)")
     p.add_argument("--floor-n", type=int, default=10000)
     p.add_argument("--data-root", default="data")
@@ -93,21 +113,13 @@ def main():
         result.update(checkpoint=args.ckpt, epoch=ck["epoch"], ref=ref, ganzoo=ours, pytorch_fid=theirs,
                       rel_diff=diff)
 
-    if args.ckpt or args.floors:
+    if args.ckpt or args.floors or args.ref_checks:
         extract, name, _ = ev.feature_extractor(weights, common.get_device(args.device))
     if args.ckpt and ck["data"]["dataset"] != "folder":
-        # the reference side: eval.py's test-split statistics (its data layer, cached features) against the same
-        # .npz, made from the same files by pytorch-fid's preprocessing: ~0 when the real images reach the network
-        # the same way through both
-        ns = argparse.Namespace(data_root=args.data_root, ref_n=10000, batch_size=args.batch_size)
-        t0 = time.time()
-        ours_ref = ev.reference(f"{ck['data']['dataset']}:test", ck, ns, extract, name)
-        with np.load(ref) as z:
-            fid_ref = ev.fid_from_stats(ours_ref["mu"], ours_ref["sigma"], z["mu"], z["sigma"])
-            mu_diff = float(abs(ours_ref["mu"] - z["mu"]).max())
-        print(f"reference    FID(eval.py's {ck['data']['dataset']}:test statistics, {Path(ref).name}) = {fid_ref:.1e}, "
-              f"max |mu difference| {mu_diff:.2e}   ({time.time() - t0:.0f} s)")
-        result.update(ref_check={"fid": fid_ref, "max_mu_diff": mu_diff})
+        result["ref_check"] = ref_check(ck["data"]["dataset"], ref, args, extract, name)
+    for d in filter(None, args.ref_checks.split(",")):
+        result.setdefault("ref_checks", {})[d] = ref_check(d, HERE.parent / "shared/fid" / f"{d}-test-10k.npz",
+                                                           args, extract, name)
     if args.floors:
         result["floors"] = {}
         for d in args.floors.split(","):
