@@ -33,7 +33,8 @@ ANCHORS = """Published anchors, quoted as such (same metric, other training budg
 sets, so not directly comparable): CIFAR-10 DCGAN, FID 25-43 (the range of published figures); Fashion-MNIST GAN
 after 20 epochs, FID 26.5 (Lucic et al. 2018, "Are GANs Created Equal?"). ganzoo's CIFAR-10 is the JPEG copy in
 ../shared/data (quality about 75), trained on and measured against its own test split, so its figures compare with
-each other, not with figures against the original CIFAR-10's statistics."""
+each other, not with figures against the original CIFAR-10's statistics. The rows here are short CPU budgets
+(CIFAR-10: 7800 steps of 128, and FID still falling), far less training than the published figures had."""
 
 
 def load_db():
