@@ -126,7 +126,6 @@ def test_folder_reference(data_root, tmp_path, monkeypatch):
 
 
 def test_inception_score_on_hand_computed_cases():
-    pytest.importorskip("scipy")
     # every p(y|x) uniform: p(y|x) = p(y), KL = 0, IS = 1
     assert ev.inception_score(np.zeros((20, 4)), np.ones((7, 4)), splits=2) == pytest.approx((1.0, 0.0))
     # confident and spread evenly over k classes: KL = log k for every x, IS = k
@@ -143,7 +142,6 @@ def test_inception_score_on_hand_computed_cases():
 
 
 def test_inception_score_from_the_classifier(ckpts, monkeypatch, capsys, tmp_path):
-    pytest.importorskip("scipy")
     calls = []
     W = np.random.default_rng(0).normal(size=(10, 16))  # 16-d stand-in features -> 10 "classes"
     monkeypatch.setattr(ev, "feature_extractor", lambda w, d: (standin(calls), "standin", W))
