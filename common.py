@@ -630,6 +630,7 @@ class Run:
                 self._flush_log()
                 self.save(epoch_file=False)
                 self.sample(self.results / f"step_{self.step:07d}.png", f"step {self.step}")
+                plot_losses(self.results / "losses.csv", self.results / "losses.png")
         self.finish(time.time() - self.t0, self.seconds + time.time() - self.t0)
 
     def _epoch_batches(self, images, labels, order):
@@ -708,6 +709,7 @@ class Run:
         resumed = f" this time, {total:.0f} s in all" if total - seconds > 1 else ""
         print(f"done: {self.step} steps, epoch {self.epoch}, {seconds:.0f} s{resumed}\n"
               f"  checkpoints  {self.models}/ (last.pt)\n"
-              f"  samples      {grids[-1] if grids else self.results}, progress.gif\n"
+              f"  samples      {grids[-1] if grids else self.results}"
+              + (", progress.gif" if (self.results / "progress.gif").exists() else "") + "\n"
               f"  losses       {self.results}/losses.csv, losses.png"
               + (f"\n  tensorboard  {Path(self.args.out) / 'runs' / self.args.name}" if self.tb else ""))

@@ -163,6 +163,13 @@ def test_resume_from_a_given_checkpoint_takes_its_settings(data_root, tmp_path):
     assert torch.load(tmp_path / "models/dcgan_mnist/last.pt", weights_only=True)["model_args"]["latent_dim"] == 12
 
 
+def test_a_smoke_run_names_only_what_it_wrote(data_root, tmp_path, capsys):
+    assert run_dcgan(data_root, "--max-steps", "2") == 0  # stops inside epoch 1: no epoch grid, no GIF yet
+    out = capsys.readouterr().out
+    assert "step_0000002.png" in out and "progress.gif" not in out
+    assert (tmp_path / "results/dcgan_mnist/losses.png").exists() and "losses.png" in out
+
+
 def test_refuses_to_overwrite_a_run(data_root, tmp_path, capsys):
     assert run_dcgan(data_root, "--max-steps", "2") == 0
     before = (tmp_path / "models/dcgan_mnist/last.pt").read_bytes()
