@@ -631,7 +631,7 @@ class Run:
                 self.save(epoch_file=False)
                 self.sample(self.results / f"step_{self.step:07d}.png", f"step {self.step}")
                 plot_losses(self.results / "losses.csv", self.results / "losses.png")
-        self.finish(time.time() - self.t0, self.seconds + time.time() - self.t0)
+        self.finish(time.time() - self.t0)
 
     def _epoch_batches(self, images, labels, order):
         B = self.args.batch_size
@@ -701,12 +701,12 @@ class Run:
         save_gif(sorted(self.results.glob("epoch_*.png")), self.results / "progress.gif")
         plot_losses(self.results / "losses.csv", self.results / "losses.png")
 
-    def finish(self, seconds, total):
+    def finish(self, seconds):
         self._flush_log()
         if self.tb:
             self.tb.close()
         grids = sorted(self.results.glob("epoch_*.png")) or sorted(self.results.glob("step_*.png"))
-        resumed = f" this time, {total:.0f} s in all" if total - seconds > 1 else ""
+        resumed = f" this time, {self.seconds + seconds:.0f} s in all" if self.seconds > 1 else ""
         print(f"done: {self.step} steps, epoch {self.epoch}, {seconds:.0f} s{resumed}\n"
               f"  checkpoints  {self.models}/ (last.pt)\n"
               f"  samples      {grids[-1] if grids else self.results}"
