@@ -338,10 +338,13 @@ def _list_images(root):
 
 
 class ImageFiles(torch.utils.data.Dataset):
-    """Decode, resize the short side and center-crop to size x size, as uint8 (C, size, size)."""
+    """Decode, resize the short side and center-crop to size x size, as uint8 (C, size, size).
+    check=True: an unreadable file (truncated, or not an image despite its name) gives a black image and
+    ok=False instead of raising, so one pass can find them all: items are then (image, ok)."""
 
-    def __init__(self, files, labels, size, channels):
+    def __init__(self, files, labels, size, channels, check=False):
         self.files, self.labels, self.size, self.mode = files, labels, size, "L" if channels == 1 else "RGB"
+        self.check = check
 
     def __len__(self):
         return len(self.files)
@@ -349,10 +352,21 @@ class ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, i):
         from PIL import Image
         import torchvision.transforms.v2.functional as TF
-        with Image.open(self.files[i]) as im:
-            x = TF.pil_to_tensor(im.convert(self.mode))
+        try:
+            with Image.open(self.files[i]) as im:
+                x = TF.pil_to_tensor(im.convert(self.mode))
+        except Exception:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError... by format
+            if not self.check:
+                raise
+            return torch.zeros(3 if self.mode == "RGB" else 1, self.size, self.size, dtype=torch.uint8), False
         x = TF.center_crop(TF.resize(x, self.size, antialias=True), [self.size, self.size])
-        return x, self.labels[i]
+        return (x, True) if self.check else (x, self.labels[i])
+
+
+def loader(ds, workers, **kw):
+    """A DataLoader that leaves the global RNG alone: its workers' base seed comes from a private generator,
+    so the weights and noise of a run do not depend on whether (or how often) data went through a loader."""
+    return torch.utils.data.DataLoader(ds, num_workers=workers, generator=torch.Generator().manual_seed(0), **kw)
 
 
 def _load_folder(root, size, conditional, ram_budget, workers, name="folder", native=None):
@@ -360,38 +374,52 @@ def _load_folder(root, size, conditional, ram_budget, workers, name="folder", na
     if conditional and not classes:
         raise UserError(f"--conditional needs class subfolders in {root} (e.g. {root}/cat/*.jpg)", 2)
     ds = ImageFiles(files, labels, size, 3)
+    in_ram = len(files) * 3 * size * size <= ram_budget
+    images, ok = _decode_cached(ds, root, workers, keep_images=in_ram)
+    if not ok.all():  # skip unreadable files: real folders (web scrapes, COCO copies) have a few
+        bad = [str(files[i]) for i in torch.nonzero(~ok).flatten().tolist()]
+        if len(bad) == len(files):
+            raise UserError(f"none of the {len(files)} image files in {root} can be read (e.g. {bad[0]})")
+        print(f"warning: skipping {len(bad)} unreadable file{'s' * (len(bad) > 1)} of {len(files)} in {root}: "
+              + ", ".join(Path(b).name for b in bad[:3]) + (", ..." if len(bad) > 3 else ""), file=sys.stderr)
+        ds.files, ds.labels = [f for f, k in zip(files, ok.tolist()) if k], labels[ok]
     mapping = "none" if native in (None, size) else "resize"
     common = dict(channels=3, image_size=size, native_size=native or size, mapping=mapping, classes=classes,
-                  labels=labels, source=str(root))
-    if len(files) * 3 * size * size > ram_budget:
-        return Data(name, stream=ds, **common)
-    return Data(name, images=_decode_cached(ds, root, workers), **common)
+                  labels=ds.labels, source=str(root))
+    return Data(name, images=images, **common) if in_ram else Data(name, stream=ds, **common)
 
 
 def cache_dir():
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ganzoo"
 
 
-def _decode_cached(ds, root, workers):
-    """Decode a folder once into uint8 and cache it, keyed by its files, sizes, mtimes and the target size."""
-    h = hashlib.sha1(f"{Path(root).resolve()}|{ds.size}|{ds.mode}".encode())
+def _decode_cached(ds, root, workers, keep_images=True):
+    """Decode a folder once and cache what was found, keyed by its files, sizes, mtimes and the target size:
+    -> (uint8 images of the readable files, or None when not keep_images; bool mask of readable files).
+    A folder too big for RAM is still decoded once, to find its unreadable files before training starts."""
+    h = hashlib.sha1(f"{Path(root).resolve()}|{ds.size}|{ds.mode}|{keep_images}".encode())
     for f in ds.files:
         st = f.stat()
         h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}".encode())
     path = cache_dir() / f"folder-{h.hexdigest()[:16]}.pt"
     if path.exists():
         try:
-            return torch.load(path, weights_only=True)["images"]
+            c = torch.load(path, weights_only=True)
+            return c["images"], c["ok"]
         except Exception:
-            pass  # unreadable cache: decode again
+            pass  # unreadable or older cache: decode again
     from tqdm import tqdm
-    loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=workers)
-    images = torch.cat([x for x, _ in tqdm(loader, desc=f"decoding {root} (once)", unit="batch")])
+    check = ImageFiles(ds.files, ds.labels, ds.size, 3 if ds.mode == "RGB" else 1, check=True)
+    parts, ok = [], []
+    for x, k in tqdm(loader(check, workers, batch_size=256), desc=f"decoding {root} (once)", unit="batch"):
+        parts += [x[k]] if keep_images else []
+        ok.append(k)
+    images, ok = (torch.cat(parts) if keep_images else None), torch.cat(ok)
     try:
-        atomic_save({"images": images}, path)
+        atomic_save({"images": images, "ok": ok}, path)
     except OSError as e:
         print(f"warning: could not cache decoded images in {path}: {e}", file=sys.stderr)
-    return images
+    return images, ok
 
 
 def normalize(x_uint8):
@@ -443,7 +471,9 @@ def save_gif(frames, path, ms=500):
 
 
 def plot_losses(csv_path, png_path):
-    """losses.csv -> losses.png: the losses on top, the other logged figures (D(x), D(G(z)), ...) below."""
+    """losses.csv -> losses.png: one panel per group of figures: the losses (loss_*), then each other prefix
+    (wasserstein_*), then the rest (D(x), D(G(z))). A column's empty cells (steps that did not compute it) are
+    left out of its curve."""
     import csv
     import matplotlib
     matplotlib.use("Agg")
@@ -452,16 +482,23 @@ def plot_losses(csv_path, png_path):
         rows = list(csv.reader(f))
     if len(rows) < 3:
         return
-    names, cols = rows[0], np.array(rows[1:], dtype=float).T
+    names, cols = rows[0], np.array([[float(v) if v else np.nan for v in r] for r in rows[1:]]).T
+    groups = {}
+    for name in names[2:]:
+        groups.setdefault(name.split("_")[0] if "_" in name and "(" not in name else "", []).append(name)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 2 + 2 * len(groups)), sharex=True, squeeze=False)
     k = max(1, cols.shape[1] // 200)  # moving average over ~0.5% of the run, so trends show through GAN noise
-    fig, axes = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-    for name, y in zip(names[2:], cols[2:]):
-        ax = axes[0] if name.startswith("loss") else axes[1]
-        ax.plot(cols[0][k - 1:], np.convolve(y, np.ones(k) / k, mode="valid"), label=name, lw=1)
-    for ax in axes:
+    for ax, group in zip(axes[:, 0], groups.values()):
+        for name in group:
+            y = cols[names.index(name)]
+            x, y = cols[0][np.isfinite(y)], y[np.isfinite(y)]
+            if not len(y):  # not computed yet (a smoke run shorter than n_critic steps)
+                continue
+            kk = max(1, round(k * len(y) / cols.shape[1]))  # a sparser column (WGAN's loss_g): the same span
+            ax.plot(x[kk - 1:], np.convolve(y, np.ones(kk) / kk, mode="valid"), label=name, lw=1)
         ax.legend(loc="upper right", fontsize=8)
         ax.grid(alpha=0.3)
-    axes[1].set_xlabel(f"step (moving average of {k})")
+    axes[-1, 0].set_xlabel(f"step (moving average over ~{k} steps)")
     fig.tight_layout()
     atomic_write(png_path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
@@ -524,6 +561,7 @@ class Run:
         self.models = Path(args.out) / "models" / args.name
         self.results = Path(args.out) / "results" / args.name
         self.epoch, self.step, self.stats, self.tb, self.bar = 0, 0, [], None, None
+        self.names, self.shown = [], {}  # losses.csv's columns; the figures on the progress bar
         self.seconds, self.t0 = 0.0, time.time()  # training wall time, summed over resumes
         self.classes = data.classes if args.conditional else []
         if self.classes:  # one row per class, one column per z: each column shows one z across classes
@@ -623,14 +661,9 @@ class Run:
                     done = True
                     break
             self.bar.close()
-            if self.step == (self.epoch + 1) * per:
-                self.epoch += 1
-                self.end_epoch()
-            else:  # --max-steps stopped inside an epoch: last.pt holds the partial epoch
-                self._flush_log()
-                self.save(epoch_file=False)
-                self.sample(self.results / f"step_{self.step:07d}.png", f"step {self.step}")
-                plot_losses(self.results / "losses.csv", self.results / "losses.png")
+            whole = self.step == (self.epoch + 1) * per  # else --max-steps stopped inside the epoch
+            self.epoch += whole
+            self.checkpoint(whole)
         self.finish(time.time() - self.t0)
 
     def _epoch_batches(self, images, labels, order):
@@ -641,16 +674,17 @@ class Run:
                 idx = order[i:i + B]
                 yield normalize(images[idx]), labels[idx]
         else:  # too big for RAM: stream through a DataLoader in the same order
-            loader = torch.utils.data.DataLoader(self.data.stream, batch_size=B, sampler=order.tolist(),
-                                                 num_workers=self.args.workers, drop_last=True,
-                                                 pin_memory=self.device.type == "cuda")
-            for x, y in loader:
+            batches = loader(self.data.stream, self.args.workers, batch_size=B, sampler=order.tolist(),
+                             drop_last=True, pin_memory=self.device.type == "cuda")
+            for x, y in batches:
                 yield normalize(x.to(self.device, non_blocking=True)), y.to(self.device)
 
     # ------------------------------------------------------------------------------------------------ logging
     def log(self, stats):
-        """stats: {'loss/d': tensor or float, ...} for the step just taken. A NaN or inf stops the run."""
-        row = {k: float(v) for k, v in stats.items()}
+        """stats: {'loss/d': tensor or float, ...} for the step just taken; None for a figure this step did not
+        compute (WGAN's loss/g on critic-only steps): an empty cell in losses.csv. A NaN or inf stops the run."""
+        self.names = self.names or list(stats)  # losses.csv's columns: the first step's keys
+        row = {k: float(v) for k, v in stats.items() if v is not None}
         bad = [k for k, v in row.items() if not math.isfinite(v)]
         if bad:
             self.bar.close()
@@ -663,22 +697,24 @@ class Run:
                 self.tb.add_scalar(k, v, self.step + 1)
 
     def _postfix(self, img_s):
-        row = self.stats[-1][2] if self.stats else {}
-        names = {"loss/d": "loss_D", "loss/g": "loss_G"}
-        return " ".join(f"{names.get(k, k)}={v:.3f}" for k, v in row.items()) + f" img/s={img_s:.0f}"
+        if self.stats:
+            self.shown.update(self.stats[-1][2])  # a figure not computed this step shows its latest value
+        short = {"loss/d": "loss_D", "loss/g": "loss_G", "loss/gp": "loss_GP", "wasserstein/estimate": "W"}
+        return " ".join(f"{short.get(k, k)}={self.shown[k]:.3f}" for k in self.names if k in self.shown) + \
+            f" img/s={img_s:.0f}"
 
     def _flush_log(self):
         if not self.stats:
             return
         csv = self.results / "losses.csv"
         csv.parent.mkdir(parents=True, exist_ok=True)
-        names = list(self.stats[0][2])
         new = not csv.exists()
         with open(csv, "a") as f:
             if new:
-                f.write(",".join(["step", "epoch"] + [n.replace("/", "_") for n in names]) + "\n")
+                f.write(",".join(["step", "epoch"] + [n.replace("/", "_") for n in self.names]) + "\n")
             for step, epoch, row in self.stats:
-                f.write(f"{step},{epoch}," + ",".join(f"{row[n]:.6g}" for n in names) + "\n")
+                f.write(f"{step},{epoch}," + ",".join(f"{row[n]:.6g}" if n in row else "" for n in self.names)
+                        + "\n")
         self.stats = []
 
     @torch.no_grad()
@@ -694,11 +730,16 @@ class Run:
             from torchvision.utils import make_grid
             self.tb.add_image("samples", make_grid(fake.cpu(), nrow=8, normalize=True, value_range=(-1, 1)), self.step)
 
-    def end_epoch(self):
+    def checkpoint(self, epoch_end):
+        """At an epoch's end: epoch_NNN.pt and .png, the GIF. Where --max-steps stops inside an epoch: last.pt holds
+        the partial epoch, and the grid is step_NNNNNNN.png. Both: the log and its plot."""
         self._flush_log()
-        self.save(epoch_file=True)
-        self.sample(self.results / f"epoch_{self.epoch:03d}.png", f"epoch {self.epoch}")
-        save_gif(sorted(self.results.glob("epoch_*.png")), self.results / "progress.gif")
+        self.save(epoch_file=epoch_end)
+        if epoch_end:
+            self.sample(self.results / f"epoch_{self.epoch:03d}.png", f"epoch {self.epoch}")
+            save_gif(sorted(self.results.glob("epoch_*.png")), self.results / "progress.gif")
+        else:
+            self.sample(self.results / f"step_{self.step:07d}.png", f"step {self.step}")
         plot_losses(self.results / "losses.csv", self.results / "losses.png")
 
     def finish(self, seconds):

@@ -1,10 +1,18 @@
 """common.py's data layer: every dataset path, the size mappings, the decode cache, streaming, offline errors."""
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
+from PIL import Image
 
 import common
 import dcgan
-from conftest import TINY, call
+from conftest import ROOT, TINY, call, write_images
 
 
 def test_mnist_is_padded_to_32_and_back_exactly(data_root):
@@ -122,3 +130,104 @@ def test_device_choice(capsys):
     if not torch.cuda.is_available():
         with pytest.raises(common.UserError, match="no CUDA GPU"):
             common.get_device("cuda")
+
+
+def same_weights(a, b):
+    return all(torch.equal(a[n][k], b[n][k]) for n in ("G", "D") for k in a[n])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("ram_budget", [None, 0], ids=["in_ram", "streaming"])
+def test_data_loading_leaves_the_rng_alone(data_root, workers, ram_budget):
+    """Decoding (cold cache), reading the cache (warm) and streaming an epoch draw nothing from the global RNG, so
+    the models' initialisation and noise do not depend on them."""
+    state = torch.get_rng_state()
+    for _ in range(2):  # cold, then warm
+        d = common.load_dataset("folder", data_root / "flat", 32, ram_budget=ram_budget, workers=workers)
+    if d.stream is not None:
+        for _ in common.loader(d.stream, workers, batch_size=4):
+            pass
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_same_seed_cold_or_warm_cache_gives_the_same_weights(data_root, tmp_path):
+    argv = ["--dataset", "folder", "--data-root", str(data_root / "flat"), "--image-size", "32", *TINY[:-4],
+            "--workers", "2", "--device", "cpu", "--epochs", "2"]
+    assert call(dcgan.main, argv + ["--name", "cold"]) == 0  # decodes the folder
+    assert call(dcgan.main, argv + ["--name", "warm"]) == 0  # reads the cache
+    a, b = (torch.load(tmp_path / f"models/{n}/last.pt", weights_only=True) for n in ("cold", "warm"))
+    assert same_weights(a, b)
+
+
+def test_killed_and_resumed_from_a_cold_cache_equals_a_straight_run(data_root, tmp_path, monkeypatch):
+    """As a user meets it: a run starts on a folder never seen (cold cache), is killed with SIGKILL, and is
+    resumed; a straight run of as many epochs, which finds the cache warm, gives the same weights."""
+    folder = ["--dataset", "folder", "--data-root", str(data_root / "flat"), "--image-size", "32", *TINY[:-4],
+              "--workers", "2", "--device", "cpu"]
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache_killed"), "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    p = subprocess.Popen([sys.executable, str(ROOT / "dcgan.py"), *folder, "--epochs", "1000", "--name", "killed"],
+                         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / "models/killed/epoch_003.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    epochs = str(common.load_checkpoint(tmp_path / "models/killed/last.pt")["epoch"] + 2)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache_killed"))  # warm now
+    assert call(dcgan.main, folder + ["--epochs", epochs, "--name", "killed", "--resume"]) == 0
+    assert call(dcgan.main, folder + ["--epochs", epochs, "--name", "straight"]) == 0
+    a, b = (torch.load(tmp_path / f"models/{n}/last.pt", weights_only=True) for n in ("killed", "straight"))
+    assert a["epoch"] == b["epoch"] == int(epochs)
+    assert same_weights(a, b)
+
+
+def test_streaming_resume_inside_an_epoch_is_exact(data_root, tmp_path, monkeypatch):
+    """Over the RAM budget, each epoch streams through a DataLoader with worker processes; stopping inside an
+    epoch and resuming must not change what the loader draws."""
+    monkeypatch.setattr(common, "RAM_BUDGET", 0)
+    argv = ["--dataset", "folder", "--data-root", str(data_root / "flat"), "--image-size", "32", *TINY[:-4],
+            "--workers", "2", "--device", "cpu", "--epochs", "3"]
+    assert call(dcgan.main, argv + ["--name", "straight"]) == 0
+    assert call(dcgan.main, argv + ["--name", "split", "--max-steps", "3"]) == 0  # inside epoch 2 (2 steps each)
+    assert call(dcgan.main, argv + ["--name", "split", "--resume"]) == 0
+    a, b = (torch.load(tmp_path / f"models/{n}/last.pt", weights_only=True) for n in ("straight", "split"))
+    assert same_weights(a, b)
+
+
+def unreadable_folder(root, good):
+    """`good` readable PNGs, and three files with image names that are not images: a JPEG cut short (a download
+    that stopped), a text file named .png, an empty .jpeg."""
+    write_images(root, good, (36, 36), 11)
+    jpg = io.BytesIO()
+    Image.new("RGB", (40, 40), "red").save(jpg, format="JPEG")
+    (root / "truncated.jpg").write_bytes(jpg.getvalue()[: len(jpg.getvalue()) // 2])
+    (root / "notes.png").write_text("not an image, despite its name")
+    (root / "empty.jpeg").write_bytes(b"")
+
+
+@pytest.mark.parametrize("ram_budget", [None, 0], ids=["in_ram", "streaming"])
+def test_unreadable_files_in_a_folder_are_skipped_with_one_warning(tmp_path, monkeypatch, capsys, ram_budget):
+    root = tmp_path / "scrape"
+    root.mkdir()
+    unreadable_folder(root, good=6)
+    if ram_budget == 0:
+        monkeypatch.setattr(common, "RAM_BUDGET", 0)
+    argv = ["--dataset", "folder", "--data-root", str(root), "--image-size", "32", "--width", "8", "--batch-size",
+            "2", "--workers", "2", "--device", "cpu", "--epochs", "1"]
+    assert call(dcgan.main, argv) == 0
+    err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("warning")]
+    assert len(err) == 1 and "skipping 3 unreadable files of 9" in err[0]
+    assert all(n in err[0] for n in ("truncated.jpg", "notes.png", "empty.jpeg"))
+    assert common.load_checkpoint(tmp_path / "models/dcgan_folder/last.pt")["step"] == 3  # 6 images / 2
+    assert call(dcgan.main, argv + ["--name", "again"]) == 0  # from the cache: the same warning, not a silent skip
+    assert "skipping 3 unreadable files" in capsys.readouterr().err
+
+
+def test_a_folder_of_unreadable_files_stops_in_one_line(tmp_path, capsys):
+    root = tmp_path / "broken"
+    root.mkdir()
+    unreadable_folder(root, good=0)
+    code = call(dcgan.main, ["--dataset", "folder", "--data-root", str(root), *TINY])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # after the decoding pass's progress bar
+    assert code == 1 and last.startswith("error: none of the 3 image files") and "Traceback" not in err
