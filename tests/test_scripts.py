@@ -1,0 +1,296 @@
+"""The contract every training script keeps (vanilla_gan, dcgan, wgan, wgan_gp): outputs, checkpoint format, exact
+resume (inside an epoch too, which for the WGANs is inside an n_critic cycle), refusal of an existing run, the NaN
+stop, --help, the seed. Each test runs once per script."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import common
+import dcgan
+import vanilla_gan
+import wgan
+import wgan_gp
+from conftest import ROOT, TINY, call
+
+SCRIPTS = [vanilla_gan, dcgan, wgan, wgan_gp]
+ids = [m.__name__ for m in SCRIPTS]
+# what each script logs every step, beside its losses: what its paper plotted
+FIGURES = {"vanilla_gan": ["D(x)", "D(G(z))"], "dcgan": ["D(x)", "D(G(z))"], "wgan": ["wasserstein_estimate"],
+           "wgan_gp": ["loss_gp", "wasserstein_estimate"]}
+
+
+def tiny_models(script, conditional=False, seed=0):
+    torch.manual_seed(seed)
+    n = 3 if conditional else 0
+    G = script.Generator(latent_dim=8, channels=1, image_size=32, n_classes=n, width=8)
+    D = script.Discriminator(channels=1, image_size=32, n_classes=n, width=8)
+    if script is wgan:  # start from weights already clipped, so the step's own clipping is the only one
+        with torch.no_grad():
+            for p in D.parameters():
+                p.clamp_(-0.01, 0.01)
+    real = torch.rand(16, 1, 32, 32) * 2 - 1
+    labels = torch.arange(16) % 3 if conditional else None
+    return G, D, real, labels, script.parse_args(["--latent-dim", "8"])
+
+
+def step(script, G, D, opt_G, opt_D, real, labels, args, seed, update_G=True):
+    """The script's train_step, with the RNG at a known state: its z is torch.randn(B, 8) after manual_seed(seed)."""
+    torch.manual_seed(seed)
+    extra = [update_G] if script in (wgan, wgan_gp) else []
+    return script.train_step(G, D, opt_G, opt_D, real, labels, args, *extra)
+
+
+def scores(D, x, labels, seed=5):
+    """D's mean output (logit or critic score) on x, without a gradient; dropout masks fixed by the seed."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return D(x, labels).mean().item()
+
+
+@pytest.mark.parametrize("conditional", [False, True], ids=["uncond", "cond"])
+@pytest.mark.parametrize("script", SCRIPTS, ids=ids)
+def test_the_discriminator_step_widens_the_real_fake_gap(script, conditional):
+    """D's update alone (G's optimizer has lr 0) raises D(real) - D(fake) on the step's own batch: a sign error
+    in D's loss (or the critic's) narrows it."""
+    G, D, real, labels, args = tiny_models(script, conditional)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        fake = G(torch.randn(16, 8), labels)  # the fakes of the step below (same z)
+    before = scores(D, real, labels) - scores(D, fake, labels)
+    opt_G, opt_D = torch.optim.SGD(G.parameters(), lr=0), torch.optim.SGD(D.parameters(), lr=0.01)
+    step(script, G, D, opt_G, opt_D, real, labels, args, seed=1)
+    assert scores(D, real, labels) - scores(D, fake, labels) > before
+
+
+@pytest.mark.parametrize("conditional", [False, True], ids=["uncond", "cond"])
+@pytest.mark.parametrize("script", SCRIPTS, ids=ids)
+def test_the_generator_step_raises_D_of_G_z(script, conditional):
+    """G's update alone (D's optimizer has lr 0) raises D(G(z)) on the step's own z: the non-saturating loss for the
+    GANs, the critic's score for the WGANs. A sign error in G's loss lowers it."""
+    G, D, real, labels, args = tiny_models(script, conditional)
+    torch.manual_seed(1)
+    z = torch.randn(16, 8)
+    with torch.no_grad():
+        before = scores(D, G(z, labels), labels)
+    opt_G, opt_D = torch.optim.SGD(G.parameters(), lr=0.01), torch.optim.SGD(D.parameters(), lr=0)
+    g_params = [p.clone() for p in G.parameters()]
+    step(script, G, D, opt_G, opt_D, real, labels, args, seed=1)
+    assert any(not torch.equal(a, b) for a, b in zip(g_params, G.parameters()))
+    with torch.no_grad():
+        assert scores(D, G(z, labels), labels) > before
+
+
+def train(script, data_root, *extra):
+    return call(script.main, ["--dataset", "mnist", "--data-root", str(data_root), *TINY, *extra])
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=ids)
+def test_run_outputs(script, data_root, tmp_path):
+    arch = script.__name__
+    assert train(script, data_root, "--epochs", "2", "--sample-every", "5") == 0
+    models, results = tmp_path / "models" / f"{arch}_mnist", tmp_path / "results" / f"{arch}_mnist"
+    assert sorted(p.name for p in models.iterdir()) == ["epoch_001.pt", "epoch_002.pt", "last.pt"]
+    for f in ["epoch_001.png", "epoch_002.png", "progress.gif", "losses.csv", "losses.png", "step_0000005.png"]:
+        assert (results / f).stat().st_size > 0, f
+    rows = list(csv.DictReader(open(results / "losses.csv")))
+    assert len(rows) == 16 and rows[-1]["step"] == "16" and rows[-1]["epoch"] == "2"  # 64 images / 8 = 8 a epoch
+    assert list(rows[0]) == ["step", "epoch", "loss_d", "loss_g", *FIGURES[arch]]
+    if arch.startswith("wgan"):  # G updates on every 5th batch only: loss_g is empty on the critic-only steps
+        assert [i + 1 for i, r in enumerate(rows) if r["loss_g"]] == [5, 10, 15]
+        assert all(r["loss_d"] and r["wasserstein_estimate"] for r in rows)
+    else:
+        assert all(r["loss_g"] for r in rows)
+    from PIL import Image
+    assert Image.open(results / "progress.gif").n_frames == 2
+    ck = torch.load(models / "last.pt", weights_only=True)  # plain data only
+    for key in ["format", "version", "arch", "args", "model_args", "epoch", "step", "G", "D", "opt_G", "opt_D",
+                "fixed_z", "fixed_labels", "rng", "classes", "image_shape", "data", "train_seconds", "device",
+                "torch_version"]:
+        assert key in ck, key
+    assert (ck["arch"], ck["epoch"], ck["step"], ck["image_shape"]) == (arch, 2, 16, [1, 32, 32])
+    assert ck["data"] == {"dataset": "mnist", "native_size": 28, "mapping": "pad", "source": ck["data"]["source"]}
+    assert ck["args"]["lr"] == script.parse_args([]).lr and ck["classes"][:2] == ["0", "1"]
+    assert ck["device"].startswith("cpu: ") and 0 < ck["train_seconds"] < 600
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=ids)
+def test_conditional_run_name_and_grid(script, data_root, tmp_path):
+    assert train(script, data_root, "--conditional", "--max-steps", "3") == 0
+    ck = torch.load(tmp_path / "models" / f"{script.__name__}_mnist_cond" / "last.pt", weights_only=True)
+    assert ck["model_args"]["n_classes"] == 10 and ck["fixed_labels"].tolist()[:11] == [0] * 10 + [1]
+    assert (tmp_path / "results" / f"{script.__name__}_mnist_cond" / "step_0000003.png").exists()
+
+
+def weights(path):
+    ck = torch.load(path, weights_only=True)
+    return ck["G"], ck["D"], ck["opt_G"]["state"], ck["opt_D"]["state"]
+
+
+def assert_identical(a, b):
+    for sa, sb in zip(a, b):
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            va, vb = sa[k], sb[k]
+            if isinstance(va, dict):
+                assert all(torch.equal(va[j], vb[j]) for j in va), k
+            else:
+                assert torch.equal(va, vb), k
+
+
+@pytest.mark.parametrize("conditional", [False, True], ids=["uncond", "cond"])
+@pytest.mark.parametrize("script", SCRIPTS, ids=ids)
+def test_exact_resume(script, data_root, tmp_path, conditional):
+    """2 epochs straight == 1 epoch, then --resume for the 2nd: bit-identical weights and optimizer states. An
+    epoch is 8 batches, so for the WGANs the resume lands 3 batches into an n_critic = 5 cycle."""
+    cond = ["--conditional"] if conditional else []
+    assert train(script, data_root, "--epochs", "2", "--name", "straight", *cond) == 0
+    assert train(script, data_root, "--epochs", "1", "--name", "split", *cond) == 0
+    assert train(script, data_root, "--epochs", "2", "--name", "split", "--resume", *cond) == 0
+    assert_identical(weights(tmp_path / "models/straight/last.pt"), weights(tmp_path / "models/split/last.pt"))
+    assert_identical(weights(tmp_path / "models/straight/epoch_001.pt"), weights(tmp_path / "models/split/epoch_001.pt"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=ids)
+def test_resume_inside_an_epoch(script, data_root, tmp_path):
+    assert train(script, data_root, "--epochs", "2", "--name", "straight") == 0
+    assert train(script, data_root, "--epochs", "2", "--name", "split", "--max-steps", "11") == 0
+    part = torch.load(tmp_path / "models/split/last.pt", weights_only=True)
+    assert part["step"] == 11
+    assert train(script, data_root, "--epochs", "2", "--name", "split", "--resume") == 0
+    # the wall time the results table reports is summed over the parts of a resumed run
+    assert torch.load(tmp_path / "models/split/last.pt", weights_only=True)["train_seconds"] > part["train_seconds"]
+    assert_identical(weights(tmp_path / "models/straight/last.pt"), weights(tmp_path / "models/split/last.pt"))
+    rows = list(csv.DictReader(open(tmp_path / "results/split/losses.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(1, 17))
+    assert rows == list(csv.DictReader(open(tmp_path / "results/straight/losses.csv")))  # the same losses, too
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=ids)
+def test_resume_from_a_given_checkpoint_takes_its_settings(script, data_root, tmp_path):
+    assert train(script, data_root, "--epochs", "1", "--latent-dim", "12") == 0
+    ck = tmp_path / f"models/{script.__name__}_mnist/epoch_001.pt"
+    # other flags on the command line (--latent-dim) do not change the run: its settings come from the checkpoint
+    assert train(script, data_root, "--epochs", "2", "--resume", str(ck)) == 0
+    last = torch.load(tmp_path / f"models/{script.__name__}_mnist/last.pt", weights_only=True)
+    assert last["model_args"]["latent_dim"] == 12 and last["epoch"] == 2
+
+
+def test_resume_refuses_another_scripts_checkpoint(data_root, tmp_path, capsys):
+    assert train(dcgan, data_root, "--max-steps", "2") == 0
+    assert train(wgan, data_root, "--resume", "models/dcgan_mnist/last.pt") == 2
+    assert "written by dcgan.py, not wgan.py" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=ids)
+def test_a_smoke_run_names_only_what_it_wrote(script, data_root, tmp_path, capsys):
+    assert train(script, data_root, "--max-steps", "2") == 0  # stops inside epoch 1: no epoch grid, no GIF yet
+    out = capsys.readouterr().out
+    assert "step_0000002.png" in out and "progress.gif" not in out
+    assert (tmp_path / f"results/{script.__name__}_mnist/losses.png").exists() and "losses.png" in out
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=ids)
+def test_refuses_to_overwrite_a_run(script, data_root, tmp_path, capsys):
+    assert train(script, data_root, "--max-steps", "2") == 0
+    last = tmp_path / f"models/{script.__name__}_mnist/last.pt"
+    before = last.read_bytes()
+    capsys.readouterr()
+    assert train(script, data_root, "--max-steps", "2") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--resume" in err[0] and "already holds checkpoints" in err[0]
+    assert last.read_bytes() == before
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=ids)
+def test_nan_stops_with_the_step_and_keeps_the_last_good_checkpoint(script, data_root, tmp_path, capsys,
+                                                                    monkeypatch):
+    assert train(script, data_root, "--epochs", "1") == 0
+    models = tmp_path / f"models/{script.__name__}_mnist"
+    good = (models / "last.pt").read_bytes()
+    real_step = script.train_step
+    calls = []
+
+    def exploding(*a, **k):
+        calls.append(1)
+        stats = real_step(*a, **k)
+        return {**stats, "loss/d": torch.tensor(float("nan"))} if len(calls) == 3 else stats
+
+    monkeypatch.setattr(script, "train_step", exploding)
+    capsys.readouterr()
+    assert train(script, data_root, "--epochs", "2", "--resume") == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "loss/d is nan at step 11" in err and "last good checkpoint" in err
+    assert (models / "last.pt").read_bytes() == good
+    assert not (models / "epoch_002.pt").exists()
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=ids)
+def test_command_line_help(script):
+    out = subprocess.run([sys.executable, str(ROOT / f"{script.__name__}.py"), "--help"], capture_output=True,
+                         text=True)
+    assert out.returncode == 0 and out.stdout.splitlines()[1].strip()  # the description: the paper's title
+    for flag in ["--dataset", "--data-root", "--image-size", "--epochs", "--max-steps", "--batch-size", "--lr",
+                 "--latent-dim", "--conditional", "--seed", "--device", "--out", "--name", "--resume",
+                 "--sample-every", "--tensorboard", "--workers", f"(default: {script.parse_args([]).lr})"]:
+        assert flag in out.stdout, flag
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=ids)
+def test_seed_fixes_the_run(script, data_root, tmp_path):
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        assert train(script, data_root, "--max-steps", "2", "--name", name, "--seed", seed) == 0
+    a, b, c = (torch.load(tmp_path / f"models/{n}/last.pt", weights_only=True)["G"] for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=ids)
+def test_rgb_64x64_folder(script, data_root, tmp_path):
+    """Any channel count and training size the contract allows: 64x64 RGB from a folder, conditional."""
+    argv = ["--dataset", "folder", "--data-root", str(data_root / "pets"), "--conditional", *TINY, "--max-steps", "2"]
+    assert call(script.main, argv) == 0
+    ck = torch.load(tmp_path / f"models/{script.__name__}_folder_cond/last.pt", weights_only=True)
+    assert ck["image_shape"] == [3, 64, 64] and ck["classes"] == ["cat", "dog"]
+
+
+def test_kill_9_leaves_a_resumable_checkpoint(data_root, tmp_path):
+    """A real process killed with SIGKILL while it trains and saves: last.pt still loads and --resume goes on."""
+    cmd = [sys.executable, str(ROOT / "dcgan.py"), "--dataset", "mnist", "--data-root", str(data_root), *TINY,
+           "--epochs", "1000"]
+    p = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    models = tmp_path / "models/dcgan_mnist"
+    deadline = time.time() + 60
+    while not (models / "epoch_003.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    ck = common.load_checkpoint(models / "last.pt")
+    assert ck["epoch"] >= 2  # epoch_003.pt is written before last.pt: the kill may land between the two
+    assert call(dcgan.main, ["--data-root", str(data_root), *TINY, "--epochs", str(ck["epoch"] + 1), "--resume"]) == 0
+    assert torch.load(models / "last.pt", weights_only=True)["epoch"] == ck["epoch"] + 1
+
+
+def test_tensorboard(data_root, tmp_path):
+    pytest.importorskip("tensorboard")
+    assert train(wgan_gp, data_root, "--max-steps", "2", "--tensorboard") == 0
+    assert list((tmp_path / "runs" / "wgan_gp_mnist").glob("events.out.tfevents.*"))
+
+
+def test_tensorboard_missing_is_one_line(data_root, capsys, monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_tb(name, *a, **k):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError("no tensorboard")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_tb)
+    assert train(dcgan, data_root, "--max-steps", "2", "--tensorboard") == 2
+    assert "pip install tensorboard" in capsys.readouterr().err

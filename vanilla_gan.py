@@ -1,0 +1,130 @@
+"""GAN: Goodfellow, Pouget-Abadie, Mirza, Xu, Warde-Farley, Ozair, Courville & Bengio, "Generative Adversarial
+Networks", 2014. https://arxiv.org/abs/1406.2661
+
+The two-player game, played by multilayer perceptrons on flattened images:
+
+    min_G max_D   E_x[log D(x)] + E_z[log(1 - D(G(z)))]
+    D maximises   E_x[log D(x)] + E_z[log(1 - D(G(z)))]
+    G maximises   E_z[log D(G(z))]          (the "non-saturating" form, the paper's Section 3)
+
+Why G does not minimise log(1 - D(G(z))) as the game says: early on D rejects G's samples with confidence,
+log(1 - D(G(z))) saturates and its gradient vanishes, while log D(G(z)) has the same fixed point and strong
+gradients exactly then. D(x) = sigmoid(logit(x)); both losses are binary cross-entropy on logits.
+
+Conditional (--conditional): the label, one-hot, is concatenated to the input of both networks: to z in G and to
+the flattened image in D (Mirza & Osindero 2014, "Conditional Generative Adversarial Nets", with MLPs as here).
+
+    python vanilla_gan.py --dataset mnist --epochs 5
+    python vanilla_gan.py --dataset cifar10 --epochs 25
+    python vanilla_gan.py --dataset mnist --conditional
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import common
+
+
+def parse_args(argv=None):
+    # The paper trained with SGD and momentum (the authors' mnist.yaml: lr 0.1, minibatch 100); Adam with lr 2e-4
+    # and beta1 0.5 (DCGAN's) trains these MLPs without the paper's hand-tuned decay schedules. Minibatch 100 and
+    # z of 100 dimensions are the paper's; so are the 1200-unit hidden layers of its MNIST generator.
+    p = common.arg_parser(__doc__, lr=2e-4, batch_size=100, latent_dim=100)
+    p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (DCGAN's 0.5)")
+    p.add_argument("--beta2", type=float, default=0.999, help="Adam beta2 (PyTorch's default)")
+    p.add_argument("--width", type=common.positive_int, default=1200, help="units in each hidden layer of G and D")
+    return common.finish_args(p, argv, arch="vanilla_gan")
+
+
+class Generator(nn.Module):
+    """z (B, latent_dim) [+ y] -> image (B, channels, S, S) in [-1, 1]; S = 32 or 64.
+
+    Two hidden layers of ReLU units, as the paper's MNIST generator (1200 each); a Tanh output, the sigmoid of the
+    paper rescaled to the [-1, 1] range images are trained in. No BatchNorm: it came a year after the paper.
+    """
+
+    def __init__(self, latent_dim, channels, image_size, n_classes=0, width=1200):
+        super().__init__()
+        self.n_classes, self.shape = n_classes, (channels, image_size, image_size)
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim + n_classes, width), nn.ReLU(inplace=True),  # (B, width)
+            nn.Linear(width, width), nn.ReLU(inplace=True),  # (B, width)
+            nn.Linear(width, channels * image_size * image_size), nn.Tanh())  # (B, C*S*S)
+
+    def forward(self, z, y=None):
+        if self.n_classes:
+            z = torch.cat([z, F.one_hot(y, self.n_classes).to(z.dtype)], dim=1)  # (B, latent_dim + n_classes)
+        return self.net(z).view(-1, *self.shape)  # (B, C*S*S) -> (B, channels, S, S)
+
+
+class Discriminator(nn.Module):
+    """image (B, channels, S, S) [+ y] -> logit (B,).
+
+    The paper's D used maxout units (max over 5 linear pieces) with dropout. Maxout is not a PyTorch layer;
+    LeakyReLU(0.2) is max(a, 0.2 a), a two-piece maxout whose pieces share their weights, so it keeps maxout's
+    piecewise-linear, never-saturating gradient at a fifth of the parameters. Dropout as in the authors'
+    mnist.yaml: 0.2 on D's input, 0.5 on its hidden units, which keeps D from memorising the training images.
+    """
+
+    def __init__(self, channels, image_size, n_classes=0, width=1200):
+        super().__init__()
+        self.n_classes = n_classes
+        self.net = nn.Sequential(
+            nn.Dropout(p=0.2), nn.Linear(channels * image_size * image_size + n_classes, width),
+            nn.LeakyReLU(0.2, inplace=True),  # (B, width)
+            nn.Dropout(p=0.5), nn.Linear(width, width), nn.LeakyReLU(0.2, inplace=True),  # (B, width)
+            nn.Dropout(p=0.5), nn.Linear(width, 1))  # (B, 1)
+
+    def forward(self, x, y=None):
+        x = x.flatten(1)  # (B, C*S*S)
+        if self.n_classes:
+            x = torch.cat([x, F.one_hot(y, self.n_classes).to(x.dtype)], dim=1)  # (B, C*S*S + n_classes)
+        return self.net(x).flatten()  # (B,)
+
+
+def train_step(G, D, opt_G, opt_D, real, labels, args):
+    """One D update then one G update (k = 1, the paper's choice in Algorithm 1), on one batch of real images in
+    [-1, 1]. G's update reuses this batch's z (Algorithm 1 draws a fresh one from the same prior)."""
+    z = torch.randn(real.size(0), args.latent_dim, device=real.device)
+    fake = G(z, labels)
+    ones, zeros = torch.ones(real.size(0), device=real.device), torch.zeros(real.size(0), device=real.device)
+
+    # (1) Update D: maximise log D(x) + log(1 - D(G(z)))  <=>  minimise BCE(D(x), 1) + BCE(D(G(z)), 0)
+    d_real = D(real, labels)
+    d_fake = D(fake.detach(), labels)  # detach: this step must not touch G's gradients
+    d_loss = F.binary_cross_entropy_with_logits(d_real, ones) + F.binary_cross_entropy_with_logits(d_fake, zeros)
+    opt_D.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt_D.step()
+
+    # (2) Update G: maximise log D(G(z))  <=>  minimise BCE(D(G(z)), 1)   (non-saturating)
+    g_out = D(fake, labels)
+    g_loss = F.binary_cross_entropy_with_logits(g_out, ones)
+    opt_G.zero_grad(set_to_none=True)
+    g_loss.backward()
+    opt_G.step()
+
+    return {"loss/d": d_loss.detach(), "loss/g": g_loss.detach(),
+            "D(x)": torch.sigmoid(d_real).mean().detach(), "D(G(z))": torch.sigmoid(d_fake).mean().detach()}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = common.get_device(args.device)
+    common.seed_everything(args.seed)
+    data = common.load_dataset(args.dataset, args.data_root, args.image_size, conditional=args.conditional,
+                               workers=args.workers)
+    model_args = dict(latent_dim=args.latent_dim, channels=data.channels, image_size=args.image_size,
+                      n_classes=len(data.classes) if args.conditional else 0, width=args.width)
+    G = Generator(**model_args).to(device)
+    D = Discriminator(**{k: v for k, v in model_args.items() if k != "latent_dim"}).to(device)
+    opt_G = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(args.beta1, args.beta2))
+    opt_D = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(args.beta1, args.beta2))
+
+    run = common.Run(args, data, G, D, opt_G, opt_D, model_args, device)
+    for real, labels in run.batches():
+        run.log(train_step(G, D, opt_G, opt_D, real, labels, args))
+
+
+if __name__ == "__main__":
+    common.cli(main)

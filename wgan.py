@@ -1,0 +1,162 @@
+"""WGAN: Arjovsky, Chintala & Bottou, "Wasserstein GAN", 2017. https://arxiv.org/abs/1701.07875
+
+The critic D estimates the Wasserstein-1 (earth mover's) distance between the data and G's samples, through the
+Kantorovich-Rubinstein duality (a max over 1-Lipschitz functions; here K-Lipschitz, K set by the clipping):
+
+    D maximises   E_x[D(x)] - E_z[D(G(z))]        with every weight of D clipped to [-c, c] after each update
+    G minimises   -E_z[D(G(z))]
+
+Why not the GAN before it: when the data and G's samples lie on disjoint low-dimensional manifolds, the
+Jensen-Shannon divergence that the GAN game minimises is a constant (log 2) and a trained D gives G no useful
+gradient. The Wasserstein distance stays continuous in G's parameters, so the critic may (and should) be trained
+to optimality, n_critic = 5 updates per G update, and its estimate tracks sample quality (the paper's Fig. 3): it
+is logged as wasserstein/estimate. D outputs a score, not a probability: no sigmoid, no log.
+
+Steps and epochs: a step is one batch of real images, i.e. one critic update; every n_critic-th step also
+updates G (Algorithm 1). An epoch is one pass over the training set, as for the other scripts, so 5 epochs of
+MNIST at batch 64 are 4685 critic and 937 generator updates. The authors' code also gives the critic 100 updates
+for each of the first 25 G updates and every 500th: a trick that is not in the paper's Algorithm 1. It is left
+out, since in a 5-epoch run it would spend over half the data on 30 G updates.
+
+Conditional (--conditional): G(z, y) gets y one-hot concatenated to z, as in dcgan.py; the critic uses a
+projection (Miyato & Koyama 2018): D(x, y) = w.phi(x) + embed(y).phi(x), its embedding clipped like any weight.
+
+    python wgan.py --dataset mnist --epochs 5
+    python wgan.py --dataset cifar10 --epochs 25
+    python wgan.py --dataset mnist --conditional
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import common
+
+
+def parse_args(argv=None):
+    # Algorithm 1's defaults: alpha = 5e-5 (RMSProp), c = 0.01, m = 64, n_critic = 5; z of 100 as DCGAN
+    p = common.arg_parser(__doc__, lr=5e-5, batch_size=64, latent_dim=100)
+    p.add_argument("--n-critic", type=common.positive_int, default=5, help="critic updates per G update")
+    p.add_argument("--clip", type=common.positive_float, default=0.01, help="clip the critic's weights to [-c, c]")
+    p.add_argument("--width", type=common.positive_int, default=64, help="channels of G's last and D's first layer")
+    return common.finish_args(p, argv, arch="wgan")
+
+
+def init_weights(m):
+    # "All weights were initialized from a zero-centered Normal distribution with standard deviation 0.02";
+    # D's class embedding too, as it acts as a per-class output layer. BatchNorm's scale ~ N(1, 0.02) is not in
+    # the paper: it follows the PyTorch DCGAN example (the WGAN authors' code initialises the same way).
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+
+
+class Generator(nn.Module):
+    """z (B, latent_dim) [+ y] -> image (B, channels, S, S) in [-1, 1]; S = 32 or 64.
+
+    DCGAN's generator, unchanged (the paper's LSUN experiments use it): fractional-strided convolutions double the
+    size each block; BatchNorm and ReLU everywhere except the Tanh output. Conv biases are dropped before BatchNorm.
+    """
+
+    def __init__(self, latent_dim, channels, image_size, n_classes=0, width=64):
+        super().__init__()
+        self.n_classes = n_classes
+        c = width * image_size // 8  # 512 at 64x64 (DCGAN's Fig. 1), 256 at 32x32
+        layers = [nn.ConvTranspose2d(latent_dim + n_classes, c, 4, stride=1, padding=0, bias=False),
+                  nn.BatchNorm2d(c), nn.ReLU(inplace=True)]  # (B, c, 4, 4): the "project and reshape" of Fig. 1
+        while c > width:  # (B, c/2, 8, 8) -> ... -> (B, width, S/2, S/2)
+            layers += [nn.ConvTranspose2d(c, c // 2, 4, stride=2, padding=1, bias=False),
+                       nn.BatchNorm2d(c // 2), nn.ReLU(inplace=True)]
+            c //= 2
+        layers += [nn.ConvTranspose2d(width, channels, 4, stride=2, padding=1), nn.Tanh()]  # (B, channels, S, S)
+        self.net = nn.Sequential(*layers)
+        self.apply(init_weights)
+
+    def forward(self, z, y=None):
+        if self.n_classes:
+            z = torch.cat([z, F.one_hot(y, self.n_classes).to(z.dtype)], dim=1)  # (B, latent_dim + n_classes)
+        return self.net(z[:, :, None, None])  # (B, latent_dim [+ n_classes], 1, 1) -> (B, channels, S, S)
+
+
+class Discriminator(nn.Module):
+    """image (B, channels, S, S) [+ y] -> score (B,), unbounded: the paper's critic.
+
+    DCGAN's discriminator without the sigmoid (its output was a logit already): strided convolutions halve the size
+    each block; LeakyReLU(0.2); BatchNorm everywhere except the input layer. The class keeps the name Discriminator
+    so that eval.py, the tests and `diff dcgan.py wgan.py` line up; the text calls it the critic, as the paper does.
+    """
+
+    def __init__(self, channels, image_size, n_classes=0, width=64):
+        super().__init__()
+        layers = [nn.Conv2d(channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+        c, s = width, image_size // 2  # (B, width, S/2, S/2)
+        while s > 4:  # (B, 2c, S/4, S/4) -> ... -> (B, c, 4, 4): c = 256 at 32x32, 512 at 64x64
+            layers += [nn.Conv2d(c, c * 2, 4, stride=2, padding=1, bias=False),
+                       nn.BatchNorm2d(c * 2), nn.LeakyReLU(0.2, inplace=True)]
+            c, s = c * 2, s // 2
+        self.features = nn.Sequential(*layers)  # phi(x): (B, c, 4, 4)
+        self.out = nn.Conv2d(c, 1, 4, stride=1, padding=0)  # w.phi(x): (B, 1, 1, 1)
+        self.embed = nn.Embedding(n_classes, c * 16) if n_classes else None  # projection: one vector per class
+        self.apply(init_weights)
+
+    def forward(self, x, y=None):
+        h = self.features(x)  # (B, c, 4, 4)
+        score = self.out(h).flatten()  # (B,)
+        if self.embed is not None:
+            score = score + (self.embed(y) * h.flatten(1)).sum(1)  # + embed(y).phi(x)
+        return score
+
+
+def train_step(G, D, opt_G, opt_D, real, labels, args, update_G):
+    """One critic update on this batch of real images in [-1, 1]; then, when update_G (every n_critic-th
+    batch, Algorithm 1), one G update."""
+    z = torch.randn(real.size(0), args.latent_dim, device=real.device)
+    with torch.set_grad_enabled(update_G):  # G's graph is kept only for the batches that update G
+        fake = G(z, labels)
+
+    # (1) Update D: maximise E[D(x)] - E[D(G(z))]  <=>  minimise E[D(G(z))] - E[D(x)], then clip w to [-c, c]
+    d_real = D(real, labels).mean()
+    d_fake = D(fake.detach(), labels).mean()  # detach: this step must not touch G's gradients
+    d_loss = d_fake - d_real
+    opt_D.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt_D.step()
+    with torch.no_grad():
+        for p in D.parameters():  # Algorithm 1, line 7: the crude Lipschitz constraint that WGAN-GP replaces
+            p.clamp_(-args.clip, args.clip)
+    stats = {"loss/d": d_loss.detach(), "loss/g": None, "wasserstein/estimate": (d_real - d_fake).detach()}
+
+    # (2) Update G: minimise -E[D(G(z))]; the same z as the critic's batch (Algorithm 1 draws a fresh one from
+    # the same prior: an equally unbiased estimate, one G forward cheaper)
+    if update_G:
+        g_loss = -D(fake, labels).mean()
+        opt_G.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_G.step()
+        stats["loss/g"] = g_loss.detach()
+    return stats
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = common.get_device(args.device)
+    common.seed_everything(args.seed)
+    data = common.load_dataset(args.dataset, args.data_root, args.image_size, conditional=args.conditional,
+                               workers=args.workers)
+    model_args = dict(latent_dim=args.latent_dim, channels=data.channels, image_size=args.image_size,
+                      n_classes=len(data.classes) if args.conditional else 0, width=args.width)
+    G = Generator(**model_args).to(device)
+    D = Discriminator(**{k: v for k, v in model_args.items() if k != "latent_dim"}).to(device)
+    # RMSProp, not Adam: the paper found momentum-based optimisers unstable with the critic's loss (Section 3)
+    opt_G = torch.optim.RMSprop(G.parameters(), lr=args.lr)
+    opt_D = torch.optim.RMSprop(D.parameters(), lr=args.lr)
+
+    run = common.Run(args, data, G, D, opt_G, opt_D, model_args, device)
+    for real, labels in run.batches():
+        update_G = (run.step + 1) % args.n_critic == 0  # run.step batches are done; this is batch run.step + 1
+        run.log(train_step(G, D, opt_G, opt_D, real, labels, args, update_G))
+
+
+if __name__ == "__main__":
+    common.cli(main)

@@ -1,0 +1,176 @@
+"""WGAN-GP: Gulrajani, Ahmed, Arjovsky, Dumoulin & Courville, "Improved Training of Wasserstein GANs", 2017.
+https://arxiv.org/abs/1704.00028
+
+The WGAN game, with the critic kept 1-Lipschitz by a gradient penalty instead of weight clipping:
+
+    D minimises   E_z[D(G(z))] - E_x[D(x)] + lambda E_x^[(||grad_x^ D(x^)||_2 - 1)^2]
+                  x^ = eps x + (1 - eps) G(z),  eps ~ U[0, 1] per sample,  lambda = 10
+    G minimises   -E_z[D(G(z))]
+
+Why not WGAN's clipping: clipping every weight to [-c, c] pushes the critic towards the simplest functions (most
+weights at +-c), and gradients vanish or explode unless c is tuned just right. An optimal critic has gradient
+norm 1 almost everywhere on the lines between data and samples (the paper's Proposition 1), so the penalty asks
+for exactly that on random points of those lines, one sample at a time. Per sample means two changes: the
+norm is taken over all of a sample's C x H x W values, and the critic has no BatchNorm (which would make one
+sample's score depend on the rest of the batch). wasserstein/estimate and loss/gp (lambda times the penalty) are
+logged.
+
+Steps and epochs, as in wgan.py: a step is one batch of real images, i.e. one critic update; every n_critic-th
+step also updates G (Algorithm 1). An epoch is one pass over the training set.
+
+Conditional (--conditional): G(z, y) gets y one-hot concatenated to z, as in dcgan.py; the critic uses a
+projection (Miyato & Koyama 2018): D(x, y) = w.phi(x) + embed(y).phi(x). The penalty is taken on D(x^, y).
+
+    python wgan_gp.py --dataset mnist --epochs 5
+    python wgan_gp.py --dataset cifar10 --epochs 25
+    python wgan_gp.py --dataset mnist --conditional
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import common
+
+
+def parse_args(argv=None):
+    # Algorithm 1's defaults: lambda = 10, n_critic = 5, Adam alpha = 1e-4, beta1 = 0, beta2 = 0.9, m = 64
+    p = common.arg_parser(__doc__, lr=1e-4, batch_size=64, latent_dim=100)
+    p.add_argument("--n-critic", type=common.positive_int, default=5, help="critic updates per G update")
+    p.add_argument("--gp-weight", type=common.positive_float, default=10.0, help="lambda, the penalty's weight")
+    p.add_argument("--beta1", type=float, default=0.0, help="Adam beta1 (paper: 0)")
+    p.add_argument("--beta2", type=float, default=0.9, help="Adam beta2 (paper: 0.9)")
+    p.add_argument("--width", type=common.positive_int, default=64, help="channels of G's last and D's first layer")
+    return common.finish_args(p, argv, arch="wgan_gp")
+
+
+def init_weights(m):
+    # DCGAN's initialisation, N(0, 0.02), for both networks (the paper's DCGAN-architecture runs); D's class
+    # embedding too, as it acts as a per-class output layer. Normalisation scales ~ N(1, 0.02), biases 0.
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+    elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+
+
+class Generator(nn.Module):
+    """z (B, latent_dim) [+ y] -> image (B, channels, S, S) in [-1, 1]; S = 32 or 64.
+
+    DCGAN's generator, unchanged (the penalty concerns the critic only; the paper's G keeps BatchNorm):
+    fractional-strided convolutions double the size each block; BatchNorm and ReLU everywhere except the Tanh
+    output. Conv biases are dropped before BatchNorm.
+    """
+
+    def __init__(self, latent_dim, channels, image_size, n_classes=0, width=64):
+        super().__init__()
+        self.n_classes = n_classes
+        c = width * image_size // 8  # 512 at 64x64 (DCGAN's Fig. 1), 256 at 32x32
+        layers = [nn.ConvTranspose2d(latent_dim + n_classes, c, 4, stride=1, padding=0, bias=False),
+                  nn.BatchNorm2d(c), nn.ReLU(inplace=True)]  # (B, c, 4, 4): the "project and reshape" of Fig. 1
+        while c > width:  # (B, c/2, 8, 8) -> ... -> (B, width, S/2, S/2)
+            layers += [nn.ConvTranspose2d(c, c // 2, 4, stride=2, padding=1, bias=False),
+                       nn.BatchNorm2d(c // 2), nn.ReLU(inplace=True)]
+            c //= 2
+        layers += [nn.ConvTranspose2d(width, channels, 4, stride=2, padding=1), nn.Tanh()]  # (B, channels, S, S)
+        self.net = nn.Sequential(*layers)
+        self.apply(init_weights)
+
+    def forward(self, z, y=None):
+        if self.n_classes:
+            z = torch.cat([z, F.one_hot(y, self.n_classes).to(z.dtype)], dim=1)  # (B, latent_dim + n_classes)
+        return self.net(z[:, :, None, None])  # (B, latent_dim [+ n_classes], 1, 1) -> (B, channels, S, S)
+
+
+class Discriminator(nn.Module):
+    """image (B, channels, S, S) [+ y] -> score (B,), unbounded: the paper's critic.
+
+    DCGAN's discriminator with layer normalisation in place of BatchNorm (Section 4: "we recommend layer
+    normalization as a drop-in replacement"): GroupNorm with one group normalises each sample over its (C, H, W)
+    with a per-channel scale and shift, which is the authors' code's Layernorm. The class keeps the name
+    Discriminator so that eval.py, the tests and `diff dcgan.py wgan_gp.py` line up.
+    """
+
+    def __init__(self, channels, image_size, n_classes=0, width=64):
+        super().__init__()
+        layers = [nn.Conv2d(channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+        c, s = width, image_size // 2  # (B, width, S/2, S/2)
+        while s > 4:  # (B, 2c, S/4, S/4) -> ... -> (B, c, 4, 4): c = 256 at 32x32, 512 at 64x64
+            layers += [nn.Conv2d(c, c * 2, 4, stride=2, padding=1, bias=False),
+                       nn.GroupNorm(num_groups=1, num_channels=c * 2), nn.LeakyReLU(0.2, inplace=True)]
+            c, s = c * 2, s // 2
+        self.features = nn.Sequential(*layers)  # phi(x): (B, c, 4, 4)
+        self.out = nn.Conv2d(c, 1, 4, stride=1, padding=0)  # w.phi(x): (B, 1, 1, 1)
+        self.embed = nn.Embedding(n_classes, c * 16) if n_classes else None  # projection: one vector per class
+        self.apply(init_weights)
+
+    def forward(self, x, y=None):
+        h = self.features(x)  # (B, c, 4, 4)
+        score = self.out(h).flatten()  # (B,)
+        if self.embed is not None:
+            score = score + (self.embed(y) * h.flatten(1)).sum(1)  # + embed(y).phi(x)
+        return score
+
+
+def gradient_penalty(D, real, fake, labels):
+    """E_x^[(||grad_x^ D(x^)||_2 - 1)^2] on random points between real and fake samples (Algorithm 1, lines 6-8)."""
+    # 1) interpolate: one eps per sample, shared by all of its C x H x W values
+    eps = torch.rand(real.size(0), 1, 1, 1, device=real.device)
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)  # (B, C, H, W)
+    # 2) the gradient of the scores w.r.t. x^, kept in the graph (create_graph) so that the penalty trains D:
+    # summing the scores gives each sample its own gradient, as the samples do not interact (no BatchNorm)
+    grad, = torch.autograd.grad(D(x_hat, labels).sum(), x_hat, create_graph=True)  # (B, C, H, W)
+    # 3) ||grad_x^ D(x^)||_2 per sample, over all of C, H, W; the squared distance to 1, averaged
+    return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+def train_step(G, D, opt_G, opt_D, real, labels, args, update_G):
+    """One critic update on this batch of real images in [-1, 1]; then, when update_G (every n_critic-th
+    batch, Algorithm 1), one G update."""
+    z = torch.randn(real.size(0), args.latent_dim, device=real.device)
+    with torch.set_grad_enabled(update_G):  # G's graph is kept only for the batches that update G
+        fake = G(z, labels)
+
+    # (1) Update D: minimise E[D(G(z))] - E[D(x)] + lambda E[(||grad D(x^)||_2 - 1)^2], in one backward
+    d_real = D(real, labels).mean()
+    d_fake = D(fake.detach(), labels).mean()  # detach: this step must not touch G's gradients
+    gp = args.gp_weight * gradient_penalty(D, real, fake.detach(), labels)
+    d_loss = d_fake - d_real + gp
+    opt_D.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt_D.step()
+    stats = {"loss/d": d_loss.detach(), "loss/g": None, "loss/gp": gp.detach(),
+             "wasserstein/estimate": (d_real - d_fake).detach()}
+
+    # (2) Update G: minimise -E[D(G(z))]; the same z as the critic's batch (Algorithm 1 draws a fresh one from
+    # the same prior: an equally unbiased estimate, one G forward cheaper)
+    if update_G:
+        g_loss = -D(fake, labels).mean()
+        opt_G.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_G.step()
+        stats["loss/g"] = g_loss.detach()
+    return stats
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = common.get_device(args.device)
+    common.seed_everything(args.seed)
+    data = common.load_dataset(args.dataset, args.data_root, args.image_size, conditional=args.conditional,
+                               workers=args.workers)
+    model_args = dict(latent_dim=args.latent_dim, channels=data.channels, image_size=args.image_size,
+                      n_classes=len(data.classes) if args.conditional else 0, width=args.width)
+    G = Generator(**model_args).to(device)
+    D = Discriminator(**{k: v for k, v in model_args.items() if k != "latent_dim"}).to(device)
+    # Adam again (WGAN needed RMSProp; with the penalty, Adam is stable), with no momentum in beta1
+    opt_G = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(args.beta1, args.beta2))
+    opt_D = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(args.beta1, args.beta2))
+
+    run = common.Run(args, data, G, D, opt_G, opt_D, model_args, device)
+    for real, labels in run.batches():
+        update_G = (run.step + 1) % args.n_critic == 0  # run.step batches are done; this is batch run.step + 1
+        run.log(train_step(G, D, opt_G, opt_D, real, labels, args, update_G))
+
+
+if __name__ == "__main__":
+    common.cli(main)
