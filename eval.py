@@ -9,6 +9,7 @@ Generator; the file is read with torch.load(weights_only=True), so a checkpoint 
     python eval.py --ckpt models/dcgan_mnist --interpolate --out walk.gif  # latent-space walk
     python eval.py --ckpt models/dcgan_mnist --n 10000 --save-dir samples/ # PNG files for other tools
     python eval.py --ckpt models/dcgan_mnist/epoch_00*.pt --metrics fid,kid # FID and KID, 10k samples each
+    python eval.py --show                                                  # the newest run's samples, in a window
 
 Metrics use pytorch-fid end to end (its Inception, its preprocessing, its Frechet distance) for both the samples
 and the reference, so figures are comparable with `python -m pytorch_fid` and with pytorch-fid .npz statistics.
@@ -38,8 +39,8 @@ WEIGHTS_ENV = "GANZOO_INCEPTION_WEIGHTS"
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=common.HelpFormatter)
-    p.add_argument("--ckpt", nargs="+", required=True, metavar="PATH",
-                   help="checkpoint file(s), or a run folder (models/<name>: its last.pt)")
+    p.add_argument("--ckpt", nargs="+", default=None, metavar="PATH", help="checkpoint file(s), or a run folder "
+                   "(models/<name>: its last.pt); default: the newest models/*/last.pt under the current folder")
     p.add_argument("--n", type=common.positive_int, default=None, help="number of samples (default 64, "
                    "10000 with --metrics)")
     p.add_argument("--nrow", type=common.positive_int, default=8, help="images per grid row")
@@ -55,6 +56,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=common.positive_int, default=10, help="images per walk (--interpolate)")
     p.add_argument("--save-dir", default=None, help="also write the N samples as PNG files at the dataset's "
                    "native size (e.g. 28x28 for MNIST), as uint8, the way metrics see them")
+    p.add_argument("--show", action="store_true", help="also open the figure in a window (where there is a display)")
     m = p.add_argument_group("metrics")
     m.add_argument("--metrics", default=None, help=f"comma-separated subset of {','.join(METRICS)} (is needs "
                    "Inception weights with the classifier layer; pr is not offered by pytorch-fid: see README)")
@@ -75,6 +77,8 @@ def parse_args(argv=None):
         bad = [x for x in args.metrics if x not in METRICS]
         if bad or not args.metrics:
             p.error(f"--metrics: unknown {', '.join(bad) or 'empty list'} (choose from {', '.join(METRICS)})")
+    if args.ckpt is None:
+        args.ckpt = [newest_run()]
     if len(args.ckpt) > 1 and (args.save_dir or args.interpolate):
         p.error("--save-dir and --interpolate take one checkpoint")
     args.n = args.n or (10000 if args.metrics else 64)
@@ -82,6 +86,17 @@ def parse_args(argv=None):
 
 
 # ------------------------------------------------------------------------------------------------- checkpoints
+def newest_run(root="."):
+    """No --ckpt: the most recently written models/*/last.pt under root, said on stderr."""
+    runs = sorted(Path(root).glob("models/*/last.pt"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise common.UserError(f"no --ckpt given and no models/*/last.pt under {Path(root).resolve()}: train a model "
+                               "first (python dcgan.py ...), or pass --ckpt PATH", 2)
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(runs[-1].stat().st_mtime))
+    print(f"no --ckpt: taking the newest run, {runs[-1]} (written {when})", file=sys.stderr)
+    return str(runs[-1])
+
+
 def load_generator(path, device):
     """-> (G in eval mode, checkpoint dict). Works for any arch in ARCHS, trained on any device."""
     ck = common.load_checkpoint(path, map_location="cpu")
@@ -505,6 +520,36 @@ def default_batch_size(device):
     return 10 if device.type == "cpu" else 200
 
 
+GUI_BACKENDS = ("macosx", "qtagg", "gtk4agg", "gtk3agg", "tkagg", "wxagg")  # matplotlib's own order of preference
+
+
+def show(path):
+    """--show: open a written figure in a matplotlib window; one line instead where no window can open."""
+    path = Path(path)
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        print(f"--show: no display here (DISPLAY is not set); the figure is in {path}", file=sys.stderr)
+        return False
+    import matplotlib.pyplot as plt
+    from PIL import Image
+    with Image.open(path) as im:  # a GIF shows its first frame
+        img = np.asarray(im.convert("RGB"))
+    for backend in GUI_BACKENDS:
+        try:  # the toolkit may be missing, or unable to reach the display: try the next
+            plt.switch_backend(backend)
+            fig = plt.figure(figsize=(img.shape[1] / 100, img.shape[0] / 100), dpi=100)
+            break
+        except Exception:
+            continue
+    else:
+        print(f"--show: matplotlib cannot open a window here (no GUI toolkit such as tkinter or PyQt reached the "
+              f"display); the figure is in {path}", file=sys.stderr)
+        return False
+    fig.canvas.manager.set_window_title(str(path))
+    fig.figimage(img)
+    plt.show()
+    return True
+
+
 def main(argv=None):
     args = parse_args(argv)
     device = common.get_device(args.device)
@@ -516,9 +561,16 @@ def main(argv=None):
         print(f"{args.n} samples ({shape}, uint8 PNG) in {folder}/")
     if not (args.save_dir or args.metrics) or args.out or args.interpolate:  # a figure, unless only numbers/files
         if len(args.ckpt) > 1:
-            print(f"comparison of {len(args.ckpt)} checkpoints: {compare_figure(args, device)}")
+            out = compare_figure(args, device)
+            print(f"comparison of {len(args.ckpt)} checkpoints: {out}")
         else:
-            print(f"samples: {sample_grid(args, device)}")
+            out = sample_grid(args, device)
+            print(f"samples: {out}")
+        if args.show:
+            show(out)
+    elif args.show:
+        print("--show: no figure to show (--metrics and --save-dir alone write numbers and files; add --out to also "
+              "draw a grid)", file=sys.stderr)
 
 
 if __name__ == "__main__":

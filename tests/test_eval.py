@@ -143,3 +143,80 @@ def test_resume_refuses_a_hostile_checkpoint(data_root, tmp_path, capsys):
     torch.save({"format": "ganzoo-checkpoint", "G": Hostile()}, tmp_path / "evil.pt")
     assert call(dcgan.main, ["--data-root", str(data_root), *TINY, "--resume", str(tmp_path / "evil.pt")]) == 1
     assert "refused" in capsys.readouterr().err and not (tmp_path / "pwned.txt").exists()
+
+
+@pytest.fixture(scope="module")
+def papers(tmp_path_factory, data_root):
+    """A tiny conditional MNIST checkpoint of each of the four scripts."""
+    import vanilla_gan
+    import wgan
+    import wgan_gp
+    out = tmp_path_factory.mktemp("papers")
+    for script in (vanilla_gan, dcgan, wgan, wgan_gp):
+        assert call(script.main, ["--dataset", "mnist", "--data-root", str(data_root), *TINY, "--out", str(out),
+                                  "--conditional", "--epochs", "1"]) == 0
+    return {a: out / "models" / f"{a}_mnist_cond" / "last.pt" for a in ("vanilla_gan", "dcgan", "wgan", "wgan_gp")}
+
+
+@pytest.mark.parametrize("arch", ["vanilla_gan", "wgan", "wgan_gp"])
+def test_eval_on_each_papers_checkpoints(arch, papers, data_root, tmp_path, monkeypatch):
+    """Grid, --label, --interpolate, --save-dir and --metrics (a stand-in feature network) on each script's file."""
+    import json
+    from test_metrics import standin
+    ck = str(papers[arch])
+    G, loaded = ev.load_generator(ck, torch.device("cpu"))
+    assert type(G).__module__ == arch and loaded["arch"] == arch
+    assert call(ev.main, ["--ckpt", ck, "--out", "rows.png"]) == 0
+    assert call(ev.main, ["--ckpt", ck, "--label", "3", "--n", "8", "--out", "three.png"]) == 0
+    assert call(ev.main, ["--ckpt", ck, "--interpolate", "--steps", "4", "--out", "walk.gif"]) == 0
+    assert call(ev.main, ["--ckpt", ck, "--n", "6", "--save-dir", "s"]) == 0
+    assert Image.open("rows.png").size[1] > 100 and Image.open("walk.gif").n_frames == 6
+    assert len(list((tmp_path / "s").iterdir())) == 6 and Image.open(tmp_path / "s/000000.png").size == (28, 28)
+    monkeypatch.setattr(ev, "feature_extractor", lambda w, d: (standin(), "standin", None))
+    assert call(ev.main, ["--ckpt", ck, "--metrics", "fid,kid", "--n", "20", "--ref", "mnist:test", "--data-root",
+                          str(data_root), "--kid-subset-size", "10", "--json", "m.json"]) == 0
+    row = json.loads((tmp_path / "m.json").read_text())[0]
+    assert row["arch"] == arch and row["fid"] > 0 and "kid" in row and row["n"] == 20
+
+
+def test_one_figure_compares_the_four_papers(papers, tmp_path, capsys):
+    paths = [str(papers[a]) for a in ("vanilla_gan", "dcgan", "wgan", "wgan_gp")]
+    assert call(ev.main, ["--ckpt", *paths, "--out", "papers.png"]) == 0
+    assert "comparison of 4 checkpoints" in capsys.readouterr().out and Image.open("papers.png").size[1] > 200
+
+
+def test_no_ckpt_takes_the_newest_run(papers, tmp_path, capsys):
+    assert call(ev.main, ["--n", "4"]) == 2  # nothing under the current folder yet: one line
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no --ckpt given and no models/*/last.pt" in err[0]
+    import os
+    import shutil
+    for i, arch in enumerate(("wgan", "dcgan")):  # dcgan's is written last: it is the newest
+        shutil.copytree(papers[arch].parent, tmp_path / "models" / papers[arch].parent.name)
+        os.utime(tmp_path / "models" / papers[arch].parent.name / "last.pt", (1e9 + i, 1e9 + i))
+    assert call(ev.main, ["--n", "4"]) == 0
+    out = capsys.readouterr()
+    assert "taking the newest run, models/dcgan_mnist_cond/last.pt" in out.err
+    assert (tmp_path / "results/dcgan_mnist_cond/eval_last.png").exists() and "eval_last.png" in out.out
+
+
+def test_show_without_a_display_says_so_and_still_writes_the_png(runs, monkeypatch, capsys):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert call(ev.main, ["--ckpt", str(runs / "dcgan_mnist/last.pt"), "--n", "4", "--out", "g.png", "--show"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["--show: no display here (DISPLAY is not set); the figure is in g.png"]
+    assert Image.open("g.png").size[0] > 100
+
+
+def test_show_opens_the_figure_where_a_window_can_open(runs, monkeypatch):
+    import matplotlib.pyplot as plt
+    monkeypatch.setenv("DISPLAY", ":0")
+    switched, shown = [], []
+    monkeypatch.setattr(plt, "switch_backend", lambda b: switched.append(b) if b == "tkagg" else 1 / 0)
+    monkeypatch.setattr(plt, "show", lambda: shown.append([im.get_array().shape for im in plt.gcf().images]))
+    assert call(ev.main, ["--ckpt", str(runs / "dcgan_mnist/last.pt"), "--n", "4", "--out", "g.png", "--show"]) == 0
+    w, h = Image.open("g.png").size
+    assert switched == ["tkagg"] and shown == [[(h, w, 3)]]  # the first toolkit that works; the written PNG, whole
+    plt.close("all")
