@@ -194,7 +194,11 @@ def default_out(ck, suffix):
 
 
 def title(ck):
-    return f"{ck['args']['name']}  epoch {ck['epoch']}  (step {ck['step']})"
+    """Run, epoch and step; for the WGANs also G's updates (one every n_critic steps), so that checkpoints of
+    different papers compare on what G has had."""
+    n_critic = ck["args"].get("n_critic")
+    g = f", {ck['step'] // n_critic} G update{'s' * (ck['step'] // n_critic != 1)}" if n_critic else ""
+    return f"{ck['args']['name']}  epoch {ck['epoch']}  (step {ck['step']}{g})"
 
 
 def sample_grid(args, device):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+import common
 import dcgan
 import eval as ev
 from conftest import ROOT, TINY, call
@@ -183,6 +184,9 @@ def test_one_figure_compares_the_four_papers(papers, tmp_path, capsys):
     paths = [str(papers[a]) for a in ("vanilla_gan", "dcgan", "wgan", "wgan_gp")]
     assert call(ev.main, ["--ckpt", *paths, "--out", "papers.png"]) == 0
     assert "comparison of 4 checkpoints" in capsys.readouterr().out and Image.open("papers.png").size[1] > 200
+    # rows are titled with the run, and for the WGANs with G's updates: 8 steps at n_critic 5 are 1 G update
+    titles = [ev.title(common.load_checkpoint(p)) for p in paths]
+    assert titles[0] == "vanilla_gan_mnist_cond  epoch 1  (step 8)" and titles[2].endswith("(step 8, 1 G update)")
 
 
 def test_no_ckpt_takes_the_newest_run(papers, tmp_path, capsys):
