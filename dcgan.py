@@ -49,13 +49,13 @@ class Generator(nn.Module):
     """z (B, latent_dim) [+ y] -> image (B, channels, S, S) in [-1, 1]; S = 32 or 64.
 
     Fractional-strided convolutions double the size each block; BatchNorm and ReLU everywhere except the output,
-    which is Tanh without BatchNorm (paper, Section 3). Conv biases are dropped before BatchNorm, which cancels them.
+    which is Tanh without BatchNorm (DCGAN, Section 3). Conv biases are dropped before BatchNorm, which cancels them.
     """
 
     def __init__(self, latent_dim, channels, image_size, n_classes=0, width=64):
         super().__init__()
         self.n_classes = n_classes
-        c = width * image_size // 8  # 512 at 64x64 (the paper's Fig. 1), 256 at 32x32
+        c = width * image_size // 8  # 512 at 64x64 (DCGAN's Fig. 1), 256 at 32x32
         layers = [nn.ConvTranspose2d(latent_dim + n_classes, c, 4, stride=1, padding=0, bias=False),
                   nn.BatchNorm2d(c), nn.ReLU(inplace=True)]  # (B, c, 4, 4): the "project and reshape" of Fig. 1
         while c > width:  # (B, c/2, 8, 8) -> ... -> (B, width, S/2, S/2)

@@ -41,6 +41,7 @@ class Generator(nn.Module):
 
     Two hidden layers of ReLU units, as the paper's MNIST generator (1200 each); a Tanh output, the sigmoid of the
     paper rescaled to the [-1, 1] range images are trained in. No BatchNorm: it came a year after the paper.
+    PyTorch's default initialisation for both networks, not the authors' uniform ranges (0.05 in G, 0.005 in D).
     """
 
     def __init__(self, latent_dim, channels, image_size, n_classes=0, width=1200):
@@ -60,10 +61,11 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """image (B, channels, S, S) [+ y] -> logit (B,).
 
-    The paper's D used maxout units (max over 5 linear pieces) with dropout. Maxout is not a PyTorch layer;
-    LeakyReLU(0.2) is max(a, 0.2 a), a two-piece maxout whose pieces share their weights, so it keeps maxout's
-    piecewise-linear, never-saturating gradient at a fifth of the parameters. Dropout as in the authors'
-    mnist.yaml: 0.2 on D's input, 0.5 on its hidden units, which keeps D from memorising the training images.
+    The paper's D used maxout units (the max of 5 linear pieces) with dropout. Maxout is not a PyTorch layer;
+    LeakyReLU(0.2) is max(a, 0.2 a), a two-piece maxout whose pieces share their weights: piecewise linear and
+    never saturating like maxout, with one linear map per unit instead of five. Its 1200 units match the 1200
+    linear pieces of the paper's 240 maxout units. Dropout as in the authors' mnist.yaml: 0.2 on D's input, 0.5 on
+    its hidden units, which keeps D from memorising the training images.
     """
 
     def __init__(self, channels, image_size, n_classes=0, width=1200):

@@ -55,8 +55,9 @@ def init_weights(m):
 class Generator(nn.Module):
     """z (B, latent_dim) [+ y] -> image (B, channels, S, S) in [-1, 1]; S = 32 or 64.
 
-    DCGAN's generator, unchanged (the paper's LSUN experiments use it): fractional-strided convolutions double the
-    size each block; BatchNorm and ReLU everywhere except the Tanh output. Conv biases are dropped before BatchNorm.
+    Fractional-strided convolutions double the size each block; BatchNorm and ReLU everywhere except the output,
+    which is Tanh without BatchNorm (DCGAN, Section 3). Conv biases are dropped before BatchNorm, which cancels them.
+    dcgan.py's, unchanged: the paper's experiments use DCGAN's generator.
     """
 
     def __init__(self, latent_dim, channels, image_size, n_classes=0, width=64):

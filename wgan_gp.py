@@ -56,9 +56,9 @@ def init_weights(m):
 class Generator(nn.Module):
     """z (B, latent_dim) [+ y] -> image (B, channels, S, S) in [-1, 1]; S = 32 or 64.
 
-    DCGAN's generator, unchanged (the penalty concerns the critic only; the paper's G keeps BatchNorm):
-    fractional-strided convolutions double the size each block; BatchNorm and ReLU everywhere except the Tanh
-    output. Conv biases are dropped before BatchNorm.
+    Fractional-strided convolutions double the size each block; BatchNorm and ReLU everywhere except the output,
+    which is Tanh without BatchNorm (DCGAN, Section 3). Conv biases are dropped before BatchNorm, which cancels them.
+    dcgan.py's, unchanged: the penalty concerns the critic only, and the paper's G keeps BatchNorm.
     """
 
     def __init__(self, latent_dim, channels, image_size, n_classes=0, width=64):
