@@ -26,6 +26,7 @@ CKPT_FORMAT, CKPT_VERSION = "ganzoo-checkpoint", 1
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "folder")
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 RAM_BUDGET = 4 * 2**30  # bytes: a dataset whose uint8 tensor fits is decoded once and batched from memory
+LOG_EVERY = 25  # steps between reads of the logged figures (each read waits for a GPU to catch up)
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -104,6 +105,8 @@ def arg_parser(doc, *, lr, batch_size, latent_dim=100, epochs=25):
     p.add_argument("--sample-every", type=int, default=0, metavar="N", help="also save a grid every N steps (0: off)")
     p.add_argument("--tensorboard", action="store_true", help="also log to <out>/runs/<name> (needs tensorboard)")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes (decoding folders, streaming)")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast in G's and D's forward passes: faster on "
+                   "CUDA and on CPUs with AVX-512 BF16 or AMX; the losses stay float32")
     return p
 
 
@@ -186,6 +189,38 @@ def set_rng_state(state):
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------------------------------------------------ speed
+CHANNELS_LAST = True  # convolutions in NHWC on CPU and CUDA: faster for every conv script (benchmarks/speed.py)
+
+
+def cpu_has_bf16():
+    """True where the CPU computes bfloat16 natively (AVX-512 BF16 or AMX); None where it cannot be told."""
+    try:
+        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return None
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def speed_up(model, args, device):
+    """In place, so the script's G and D (and their optimizers) stay the same objects: convolutional nets go to
+    channels_last, and with --amp their forward passes run under bfloat16 autocast and return float32, so that
+    every loss (and the gradient penalty's norm) is computed in float32. -> the memory format of input batches."""
+    convolutional = any(isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) for m in model.modules())
+    layout = torch.contiguous_format
+    if CHANNELS_LAST and convolutional and device.type in ("cpu", "cuda"):
+        model.to(memory_format=torch.channels_last)
+        layout = torch.channels_last
+    if args.amp:
+        forward = model.forward
+
+        def autocast_forward(*a, **k):
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                return forward(*a, **k).float()
+        model.forward = autocast_forward
+    return layout
 
 
 # ------------------------------------------------------------------------------------------------------------- data
@@ -561,8 +596,15 @@ class Run:
         self.models = Path(args.out) / "models" / args.name
         self.results = Path(args.out) / "results" / args.name
         self.epoch, self.step, self.stats, self.tb, self.bar = 0, 0, [], None, None
-        self.names, self.shown = [], {}  # losses.csv's columns; the figures on the progress bar
+        self.names, self.shown, self.pending = [], {}, []  # losses.csv's columns; the progress bar's; not yet read
         self.seconds, self.t0 = 0.0, time.time()  # training wall time, summed over resumes
+        if args.amp and device.type == "mps":
+            raise UserError("--amp: bfloat16 autocast is not offered on Apple MPS here; run without --amp", 2)
+        if args.amp and device.type == "cpu" and cpu_has_bf16() is False:
+            print("warning: --amp: this CPU has no native bfloat16 (AVX-512 BF16 or AMX): expect it to be slower, "
+                  "not faster", file=sys.stderr)
+        self.layout = speed_up(G, args, device)
+        speed_up(D, args, device)
         self.classes = data.classes if args.conditional else []
         if self.classes:  # one row per class, one column per z: each column shows one z across classes
             cols = 10
@@ -654,7 +696,9 @@ class Run:
                 self.step += 1
                 seen += len(real)
                 self.bar.update(1)
-                self.bar.set_postfix_str(self._postfix(seen / (time.time() - t0)), refresh=False)
+                if len(self.pending) >= LOG_EVERY:
+                    self._read()
+                    self.bar.set_postfix_str(self._postfix(seen / (time.time() - t0)), refresh=False)
                 if a.sample_every and self.step % a.sample_every == 0:
                     self.sample(self.results / f"step_{self.step:07d}.png", f"step {self.step}")
                 if a.max_steps and self.step >= a.max_steps:
@@ -672,29 +716,49 @@ class Run:
             order = order.to(self.device)
             for i in range(0, len(order) - B + 1, B):
                 idx = order[i:i + B]
-                yield normalize(images[idx]), labels[idx]
+                yield normalize(images[idx]).contiguous(memory_format=self.layout), labels[idx]
         else:  # too big for RAM: stream through a DataLoader in the same order
             batches = loader(self.data.stream, self.args.workers, batch_size=B, sampler=order.tolist(),
                              drop_last=True, pin_memory=self.device.type == "cuda")
             for x, y in batches:
-                yield normalize(x.to(self.device, non_blocking=True)), y.to(self.device)
+                x = normalize(x.to(self.device, non_blocking=True)).contiguous(memory_format=self.layout)
+                yield x, y.to(self.device)
 
     # ------------------------------------------------------------------------------------------------ logging
     def log(self, stats):
         """stats: {'loss/d': tensor or float, ...} for the step just taken; None for a figure this step did not
-        compute (WGAN's loss/g on critic-only steps): an empty cell in losses.csv. A NaN or inf stops the run."""
+        compute (WGAN's loss/g on critic-only steps): an empty cell in losses.csv. The tensors are kept where they
+        are, so a GPU never waits for the host here; they are read every LOG_EVERY steps and before every grid and
+        checkpoint, and a NaN or inf found then stops the run, naming the step where it appeared."""
         self.names = self.names or list(stats)  # losses.csv's columns: the first step's keys
-        row = {k: float(v) for k, v in stats.items() if v is not None}
-        bad = [k for k, v in row.items() if not math.isfinite(v)]
-        if bad:
-            self.bar.close()
-            self._flush_log()
-            raise UserError(f"{bad[0]} is {row[bad[0]]} at step {self.step + 1} (epoch {self.epoch + 1}): training "
-                            f"diverged; the last good checkpoint is in {self.models} (try a lower --lr)")
-        self.stats.append((self.step + 1, self.epoch + 1, row))
-        if self.tb:
-            for k, v in row.items():
-                self.tb.add_scalar(k, v, self.step + 1)
+        self.pending.append((self.step + 1, self.epoch + 1, {k: v for k, v in stats.items() if v is not None}))
+
+    def _read(self):
+        """The pending figures to the host, in one transfer; the first NaN or inf stops the run (the rows before it
+        are written to losses.csv, and nothing is saved from the diverged weights)."""
+        if not self.pending:
+            return
+        values = [v for _, _, row in self.pending for v in row.values()]
+        on_device = [i for i, v in enumerate(values) if torch.is_tensor(v)]
+        if on_device:
+            read = torch.stack([values[i].detach().float().reshape(()).to(self.device) for i in on_device]).tolist()
+            for i, v in zip(on_device, read):
+                values[i] = v
+        values = iter(values)
+        rows = [(step, epoch, {k: float(next(values)) for k in row}) for step, epoch, row in self.pending]
+        self.pending = []
+        for step, epoch, row in rows:
+            bad = [k for k, v in row.items() if not math.isfinite(v)]
+            if bad:
+                if self.bar is not None:
+                    self.bar.close()
+                self._write_log()
+                raise UserError(f"{bad[0]} is {row[bad[0]]} at step {step} (epoch {epoch}): training diverged; the "
+                                f"last good checkpoint is in {self.models} (try a lower --lr)")
+            self.stats.append((step, epoch, row))
+            if self.tb:
+                for k, v in row.items():
+                    self.tb.add_scalar(k, v, step)
 
     def _postfix(self, img_s):
         if self.stats:
@@ -704,6 +768,10 @@ class Run:
             f" img/s={img_s:.0f}"
 
     def _flush_log(self):
+        self._read()
+        self._write_log()
+
+    def _write_log(self):
         if not self.stats:
             return
         csv = self.results / "losses.csv"
@@ -720,6 +788,7 @@ class Run:
     @torch.no_grad()
     def sample(self, path, title):
         """The fixed-noise grid, in eval mode (BatchNorm running statistics) so it does not depend on the batch."""
+        self._read()  # a NaN stops the run before its grid is drawn
         self.G.eval()
         y = None if self.fixed_labels is None else self.fixed_labels.to(self.device)
         fake = self.G(self.fixed_z.to(self.device), y)
