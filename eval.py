@@ -35,6 +35,7 @@ ARCHS = ("vanilla_gan", "dcgan", "wgan", "wgan_gp")
 METRICS = ("fid", "kid", "is", "pr")
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"  # the FID Inception file pytorch-fid downloads
 WEIGHTS_ENV = "GANZOO_INCEPTION_WEIGHTS"
+INCEPTION_MODES = ("compiled", "plain", "bf16")
 
 
 def parse_args(argv=None):
@@ -67,6 +68,12 @@ def parse_args(argv=None):
     m.add_argument("--data-root", default=None, help="where --ref datasets live (default: the checkpoint's)")
     m.add_argument("--inception-weights", default=None, help=f"the FID Inception weights ({WEIGHTS_NAME}); "
                    f"default: ${WEIGHTS_ENV}, else torch.hub's cache, else download")
+    m.add_argument("--inception", choices=INCEPTION_MODES, default=None, help="how the FID network runs: "
+                   "compiled = pytorch-fid's float32 network through torch.compile (the same features to 1e-6, "
+                   "1.3x faster on CPU, ~40 s to compile); plain = pytorch-fid's network as it ships; bf16 = "
+                   "compiled under bfloat16 autocast (5x faster on CPUs with AMX, but FIDs up to 4%% off the float32 "
+                   "ones: for tracking a run, not for comparing with published figures); default: compiled on CPU, "
+                   "plain on a GPU")
     m.add_argument("--kid-subsets", type=common.positive_int, default=100, help="KID: number of subsets")
     m.add_argument("--kid-subset-size", type=common.positive_int, default=1000, help="KID: samples per subset")
     m.add_argument("--json", default=None, help="also write the metrics table as JSON to this file")
@@ -290,11 +297,12 @@ def find_weights(path=None):
     return cached if cached.is_file() else None
 
 
-def feature_extractor(weights, device):
+def feature_extractor(weights, device, mode="plain"):
     """-> (f, name, classifier): f maps float (B, 3, H, W) in [0, 1] to pool3 features (B, 2048), exactly as
-    pytorch-fid (bilinear resize to 299, 2x - 1, the FID Inception); name identifies the network for cache keys;
-    classifier is the network's 2048 -> 1008 logits weight for the Inception Score, or None when the weights file
-    has none (FID-only files such as ../shared/fid's fill it with NaN)."""
+    pytorch-fid (bilinear resize to 299, 2x - 1, the FID Inception); name identifies the network (and, for bf16,
+    the precision) for cache keys; classifier is the network's 2048 -> 1008 logits weight for the Inception Score,
+    or None when the weights file has none (FID-only files such as ../shared/fid's fill it with NaN).
+    mode: one of INCEPTION_MODES (see --inception)."""
     try:
         import pytorch_fid
         from pytorch_fid.inception import InceptionV3
@@ -325,15 +333,40 @@ def feature_extractor(weights, device):
     path = path or Path(hub) / "checkpoints" / WEIGHTS_NAME  # pytorch-fid has just downloaded it there
     model = model.eval().to(device, memory_format=torch.channels_last)
     name = f"pytorch-fid-{pytorch_fid.__version__}-pool3-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+    name += "-bf16" if mode == "bf16" else ""  # float32 features, compiled or not, agree to 1e-6: one cache
     # pytorch-fid keeps only the layers up to pool3; the classifier stays in the file. Its weight without the bias
     # is what the original IS code multiplies pool3 by ("softmax/logits/MatMul"), so IS needs no second pass.
     fc = torch.load(path, map_location="cpu", weights_only=True).get("fc.weight")
     classifier = fc.double().numpy() if fc is not None and torch.isfinite(fc).all() else None
 
+    net = model if mode == "plain" else compiled(model)
+
     @torch.no_grad()
     def f(x):
-        return model(x.to(device, memory_format=torch.channels_last))[0].flatten(1).float().cpu()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mode == "bf16"):
+            return net(x.to(device, memory_format=torch.channels_last))[0].flatten(1).float().cpu()
     return f, name, classifier
+
+
+def compiled(model):
+    """model through torch.compile with frozen weights: inductor folds each BatchNorm into its convolution and fuses
+    the ReLUs (1.3x on a 2-core CPU in float32, to 1e-6 of the plain features). It compiles on the first batch, and
+    once more for each new batch size (features() pads the last batch, so a run compiles once). Where compiling
+    fails (no C++ compiler, an unsupported device), the plain network, with one line."""
+    net = torch.compile(model, options={"freezing": True})
+
+    def run(x):
+        nonlocal net
+        try:
+            return net(x)
+        except Exception as e:
+            if net is model:
+                raise
+            print(f"note: torch.compile of the Inception network failed ({type(e).__name__}); using it as it ships "
+                  "(--inception plain)", file=sys.stderr)
+            net = model
+            return net(x)
+    return run
 
 
 def features(extract, images, batch_size, desc):
@@ -343,7 +376,9 @@ def features(extract, images, batch_size, desc):
     out = []
     for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False):
         x = images[i:i + batch_size].float() / 255
-        out.append(extract(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x))
+        n = len(x)  # the last batch is padded to batch_size, so a compiled network sees one shape (eval mode:
+        x = torch.cat([x, x[-1:].expand(batch_size - n, -1, -1, -1)]) if n < batch_size else x  # images stay apart)
+        out.append(extract(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x)[:n])
     return torch.cat(out).numpy()
 
 
@@ -433,7 +468,7 @@ def reference(spec, ck, args, extract, name):
 
 def measure(args, device):
     """--metrics: one row per checkpoint (FID, KID, IS on N samples), printed as a table; --json, --plot."""
-    extract, name, classifier = feature_extractor(args.inception_weights, device)
+    extract, name, classifier = feature_extractor(args.inception_weights, device, args.inception)
     wanted = [m for m in args.metrics if m != "pr"]
     if "pr" in args.metrics:
         print("note: precision/recall is not computed: pytorch-fid, the metrics library ganzoo uses, does not "
@@ -558,6 +593,7 @@ def main(argv=None):
     args = parse_args(argv)
     device = common.get_device(args.device)
     args.batch_size = args.batch_size or default_batch_size(device)
+    args.inception = args.inception or ("compiled" if device.type == "cpu" else "plain")
     if args.metrics:
         measure(args, device)
     if args.save_dir:

@@ -68,7 +68,7 @@ def ckpts(data_root, tmp_path):
 
 def test_metrics_table_json_plot_and_reference_cache(ckpts, data_root, tmp_path, monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(ev, "feature_extractor", lambda w, d: (standin(calls), "standin", None))
+    monkeypatch.setattr(ev, "feature_extractor", lambda *a: (standin(calls), "standin", None))
     argv = ["--ckpt", *ckpts, "--metrics", "fid,kid", "--n", "40", "--ref", "mnist:test", "--data-root",
             str(data_root), "--kid-subsets", "5", "--kid-subset-size", "20", "--batch-size", "16", "--json", "m.json",
             "--plot", "fid.png"]
@@ -91,12 +91,12 @@ def test_metrics_table_json_plot_and_reference_cache(ckpts, data_root, tmp_path,
 
 def test_metrics_see_exactly_what_save_dir_writes(ckpts, data_root, tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(ev, "feature_extractor", lambda w, d: (standin(calls), "standin", None))
+    monkeypatch.setattr(ev, "feature_extractor", lambda *a: (standin(calls), "standin", None))
     common_args = ["--ckpt", ckpts[1], "--n", "12", "--seed", "5", "--data-root", str(data_root)]
     assert call(ev.main, common_args + ["--metrics", "fid", "--ref", "mnist:test"]) == 0
     calls.clear()  # the second time the reference comes from the cache: every call is a batch of samples
     assert call(ev.main, common_args + ["--metrics", "fid", "--ref", "mnist:test", "--batch-size", "5"]) == 0
-    seen = torch.cat(calls)  # grey repeated to 3 channels, /255
+    seen = torch.cat(calls)[:12]  # grey repeated to 3 channels, /255 (the last batch of 5 is padded to 5)
     assert call(ev.main, common_args + ["--save-dir", "s"]) == 0
     files = sorted((tmp_path / "s").iterdir())
     saved = torch.stack([torch.from_numpy(np.array(Image.open(f))) for f in files]).float() / 255
@@ -104,7 +104,7 @@ def test_metrics_see_exactly_what_save_dir_writes(ckpts, data_root, tmp_path, mo
 
 
 def test_npz_reference_gives_fid_and_skips_kid(ckpts, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(ev, "feature_extractor", lambda w, d: (standin(), "standin", None))
+    monkeypatch.setattr(ev, "feature_extractor", lambda *a: (standin(), "standin", None))
     f = np.random.default_rng(0).normal(size=(100, 16))
     np.savez(tmp_path / "ref.npz", mu=f.mean(0), sigma=np.cov(f, rowvar=False))
     assert call(ev.main, ["--ckpt", ckpts[0], "--metrics", "fid,kid", "--n", "20", "--ref", "ref.npz",
@@ -116,7 +116,7 @@ def test_npz_reference_gives_fid_and_skips_kid(ckpts, tmp_path, monkeypatch, cap
 
 
 def test_folder_reference(data_root, tmp_path, monkeypatch):
-    monkeypatch.setattr(ev, "feature_extractor", lambda w, d: (standin(), "standin", None))
+    monkeypatch.setattr(ev, "feature_extractor", lambda *a: (standin(), "standin", None))
     assert call(dcgan.main, ["--dataset", "folder", "--data-root", str(data_root / "flat"), "--image-size", "32",
                              *TINY, "--max-steps", "2"]) == 0
     assert call(ev.main, ["--ckpt", "models/dcgan_folder", "--metrics", "fid,kid", "--n", "16", "--kid-subset-size",
@@ -144,7 +144,7 @@ def test_inception_score_on_hand_computed_cases():
 def test_inception_score_from_the_classifier(ckpts, monkeypatch, capsys, tmp_path):
     calls = []
     W = np.random.default_rng(0).normal(size=(10, 16))  # 16-d stand-in features -> 10 "classes"
-    monkeypatch.setattr(ev, "feature_extractor", lambda w, d: (standin(calls), "standin", W))
+    monkeypatch.setattr(ev, "feature_extractor", lambda *a: (standin(calls), "standin", W))
     assert call(ev.main, ["--ckpt", ckpts[0], "--metrics", "is", "--n", "30", "--batch-size", "10",
                           "--json", "m.json"]) == 0
     row = json.loads((tmp_path / "m.json").read_text())[0]
@@ -154,7 +154,7 @@ def test_inception_score_from_the_classifier(ckpts, monkeypatch, capsys, tmp_pat
 
 
 def test_is_without_a_classifier_and_pr_are_declined_in_one_line(ckpts, monkeypatch, capsys):
-    monkeypatch.setattr(ev, "feature_extractor", lambda w, d: (standin(), "standin", None))
+    monkeypatch.setattr(ev, "feature_extractor", lambda *a: (standin(), "standin", None))
     assert call(ev.main, ["--ckpt", ckpts[0], "--metrics", "is"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("note: Inception Score is not computed") and "classifier layer" in err[0]
@@ -203,3 +203,34 @@ def test_missing_weights_are_one_line(ckpts, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: FID Inception weights not found") and ev.WEIGHTS_NAME in err
     assert str(tmp_path / "hub" / "checkpoints") in err
+
+
+def test_compiled_inception_gives_the_plain_features(tmp_path, capsys):
+    """--inception compiled (eval.py's default on CPU) is pytorch-fid's network through torch.compile: the same
+    float32 features to rounding, under the same cache name; bf16 is named apart so its figures never mix."""
+    pytest.importorskip("pytorch_fid")
+    import torchvision
+    torch.manual_seed(0)
+    sd = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008, init_weights=True,
+                                         transform_input=False).state_dict()
+    torch.save(sd, tmp_path / "w.pth")
+    x = torch.rand(3, 3, 28, 28)
+    plain, name, _ = ev.feature_extractor(str(tmp_path / "w.pth"), torch.device("cpu"), "plain")
+    fast, fast_name, _ = ev.feature_extractor(str(tmp_path / "w.pth"), torch.device("cpu"), "compiled")
+    a, b = plain(x), fast(x)
+    assert "torch.compile" not in capsys.readouterr().err  # it compiled, rather than falling back to plain
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * a.abs().mean().item())
+    assert fast_name == name
+    assert ev.feature_extractor(str(tmp_path / "w.pth"), torch.device("cpu"), "bf16")[1] == name + "-bf16"
+
+
+def test_features_pad_the_last_batch_so_the_network_sees_one_shape():
+    shapes = []
+
+    def extract(x):
+        shapes.append(tuple(x.shape))
+        return x.flatten(1)[:, :4] * 1  # a per-image function of the image
+    images = torch.randint(0, 256, (23, 1, 4, 4), dtype=torch.uint8)
+    f = ev.features(extract, images, 10, None)
+    assert shapes == [(10, 3, 4, 4)] * 3 and f.shape == (23, 4)
+    assert np.array_equal(f, (images.float() / 255).expand(-1, 3, -1, -1).flatten(1)[:, :4].numpy())
