@@ -42,7 +42,11 @@ def cli(main):
     """Run main() and turn user errors into one line on stderr and a non-zero exit."""
     try:
         main()
+        if _joined():
+            torch.distributed.destroy_process_group()
     except UserError as e:
+        if rank() > 0:  # under torchrun every process meets the same error: rank 0 says it
+            sys.exit(e.code)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.code)
     except KeyboardInterrupt:
@@ -149,6 +153,15 @@ def _resume_args(args):
 
 # ------------------------------------------------------------------------------------------------------ device, seeds
 def get_device(name="auto"):
+    """The device this process trains on. Under torchrun (WORLD_SIZE > 1 in the environment) it also joins the
+    process group: nccl on cuda:LOCAL_RANK, gloo on the CPU."""
+    device = _pick_device(name)
+    if world_size() > 1:
+        device = init_distributed(device)
+    return device
+
+
+def _pick_device(name):
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -178,7 +191,9 @@ def device_name(device):
 
 
 def seed_everything(seed):
-    torch.manual_seed(seed)  # also seeds every CUDA device
+    # + rank: under torchrun each process draws its own z (the same z on every process would repeat each fake image
+    # world_size times in the global batch); the weights still start equal, as DDP copies rank 0's to the others
+    torch.manual_seed(seed + rank())  # also seeds every CUDA device
 
 
 def rng_state():
@@ -189,6 +204,76 @@ def set_rng_state(state):
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------------------------------------------ distributed
+def _joined():
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def world_size():
+    """Processes in this run: the process group's size once joined, else torchrun's WORLD_SIZE, else 1."""
+    return torch.distributed.get_world_size() if _joined() else int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank():
+    return torch.distributed.get_rank() if _joined() else 0
+
+
+def init_distributed(device):
+    """Join torchrun's process group (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT from its environment)."""
+    import torch.distributed as dist
+    if device.type == "mps":
+        raise UserError("torchrun: several processes train on CUDA GPUs (nccl) or the CPU (gloo), not on MPS", 2)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+class AllReduceSum(torch.autograd.Function):
+    """The sum over the processes. Each process's loss depends on every process's input through it, so its gradient
+    is the sum over the processes of their gradients (as in torch's SyncBatchNorm)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        x = x.clone()
+        torch.distributed.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        torch.distributed.all_reduce(grad)
+        return grad
+
+
+def sync_batchnorm(model, device):
+    """Under torchrun, BatchNorm normalises with the statistics of the whole global batch, as one process does, so
+    that N processes compute the gradient of the same loss as one. CUDA: torch's SyncBatchNorm; the CPU (which it
+    does not support): the same computation, two differentiable all-reduces per layer. Same state_dict either way."""
+    if device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for bn in model.modules():
+        if isinstance(bn, torch.nn.BatchNorm2d):
+            def forward(x, bn=bn):
+                if not bn.training:
+                    return type(bn).forward(bn, x)
+                dims, n = [0, 2, 3], x.numel() // x.size(1) * world_size()  # every process has an equal share
+                mean = AllReduceSum.apply(x.sum(dims)) / n  # (C,)
+                centred = x - mean[None, :, None, None]
+                var = AllReduceSum.apply((centred * centred).sum(dims)) / n  # biased, as BatchNorm normalises with
+                with torch.no_grad():  # the running statistics take the unbiased variance, as BatchNorm's do
+                    bn.num_batches_tracked += 1
+                    m = bn.momentum if bn.momentum is not None else 1 / float(bn.num_batches_tracked)
+                    bn.running_mean.mul_(1 - m).add_(m * mean)
+                    bn.running_var.mul_(1 - m).add_(m * var * n / (n - 1))
+                y = centred * torch.rsqrt(var + bn.eps)[None, :, None, None]
+                return y * bn.weight[None, :, None, None] + bn.bias[None, :, None, None] if bn.affine else y
+            bn.forward = forward
+    return model
 
 
 # ------------------------------------------------------------------------------------------------------------ speed
@@ -603,6 +688,14 @@ class Run:
         if args.amp and device.type == "cpu" and cpu_has_bf16() is False:
             print("warning: --amp: this CPU has no native bfloat16 (AVX-512 BF16 or AMX): expect it to be slower, "
                   "not faster", file=sys.stderr)
+        self.rank, self.world = rank(), world_size()
+        if args.batch_size % self.world:
+            fit = args.batch_size // self.world * self.world or self.world
+            raise UserError(f"--batch-size {args.batch_size} is the global batch: it must split evenly over the "
+                            f"{self.world} processes (try {fit})", 2)
+        if self.world > 1:
+            sync_batchnorm(G, device)
+            sync_batchnorm(D, device)
         self.layout = speed_up(G, args, device)
         speed_up(D, args, device)
         self.classes = data.classes if args.conditional else []
@@ -624,7 +717,20 @@ class Run:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard", 2) from None
-            self.tb = SummaryWriter(str(Path(args.out) / "runs" / args.name))
+            self.tb = SummaryWriter(str(Path(args.out) / "runs" / args.name)) if self.rank == 0 else None
+
+    def parallel(self, G, D):
+        """Under torchrun: G and D each in DistributedDataParallel, which averages their gradients over the processes
+        in backward; one process: G and D themselves. Buffers are not broadcast: synchronised BatchNorm keeps them
+        equal, and a broadcast between D's real and fake passes would modify tensors backward still needs."""
+        if self.world == 1:
+            return G, D
+        import inspect
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        kw = {"device_ids": [self.device.index] if self.device.type == "cuda" else None}
+        new = "forward_sync_buffers" in inspect.signature(DDP).parameters  # torch >= 2.14's name for it
+        kw["forward_sync_buffers" if new else "broadcast_buffers"] = False
+        return DDP(G, **kw), DDP(D, **kw)
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     def state(self):
@@ -635,19 +741,35 @@ class Run:
                 "G": self.G.state_dict(), "D": self.D.state_dict(),
                 "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
                 "fixed_z": self.fixed_z, "fixed_labels": self.fixed_labels, "rng": rng_state(),
+                "world_size": self.world, "rng_ranks": self._gather_rng(),
                 "classes": list(d.classes), "image_shape": [d.channels, d.image_size, d.image_size],
                 "data": {"dataset": d.name, "native_size": d.native_size, "mapping": d.mapping, "source": d.source},
                 "train_seconds": self.seconds + time.time() - self.t0, "device": device_name(self.device),
                 "torch_version": str(torch.__version__)}
 
+    def _gather_rng(self):
+        """Every process's RNG state (rank 0's is also "rng"), so a resume with as many processes is exact."""
+        if self.world == 1:
+            return []
+        states = [None] * self.world
+        torch.distributed.all_gather_object(states, rng_state())
+        return states
+
     def save(self, epoch_file):
-        state = self.state()
+        state = self.state()  # on every process: it gathers their RNG states
+        if self.rank > 0:
+            return
         if epoch_file:
             atomic_save(state, self.models / f"epoch_{self.epoch:03d}.pt")
         atomic_save(state, self.models / "last.pt")
 
     def _resume(self, path):  # the arguments were already taken from it by finish_args
         ck = load_checkpoint(path, map_location=self.device)
+        if ck.get("world_size", 1) != self.world:
+            n = ck.get("world_size", 1)
+            how = "python <script>.py --resume" if n == 1 else f"torchrun --nproc_per_node={n} <script>.py --resume"
+            raise UserError(f"{path} was trained by {n} process{'es' * (n > 1)} and this run has {self.world}: "
+                            f"each process's data shard and random state are in it, so resume with {n} ({how})", 2)
         self.G.load_state_dict(ck["G"])
         self.D.load_state_dict(ck["D"])
         self.opt_G.load_state_dict(ck["opt_G"])
@@ -656,9 +778,11 @@ class Run:
         self.seconds = ck.get("train_seconds", 0.0)
         self.fixed_z, self.fixed_labels = ck["fixed_z"].cpu(), ck["fixed_labels"]
         self.fixed_labels = None if self.fixed_labels is None else self.fixed_labels.cpu()
-        set_rng_state({k: (v.cpu() if torch.is_tensor(v) else [t.cpu() for t in v]) for k, v in ck["rng"].items()})
-        self._truncate_log()
-        print(f"resuming {path} at epoch {self.epoch}, step {self.step}", file=sys.stderr)
+        rng = ck["rng_ranks"][self.rank] if self.world > 1 else ck["rng"]
+        set_rng_state({k: (v.cpu() if torch.is_tensor(v) else [t.cpu() for t in v]) for k, v in rng.items()})
+        if self.rank == 0:
+            self._truncate_log()
+            print(f"resuming {path} at epoch {self.epoch}, step {self.step}", file=sys.stderr)
 
     def _truncate_log(self):
         """Drop log rows written after the checkpoint (a run killed mid-epoch), so the curve has no repeats."""
@@ -683,18 +807,19 @@ class Run:
         images = None if self.data.images is None else self.data.images.to(self.device)
         labels = self.data.labels.to(self.device)
         self.t0, done = time.time(), False
-        if self.epoch >= a.epochs:
+        if self.epoch >= a.epochs and self.rank == 0:
             print(f"{self.models} has already trained {self.epoch} epochs: raise --epochs to go on", file=sys.stderr)
         while self.epoch < a.epochs and not done:
             first = self.step - self.epoch * per  # > 0 when resuming inside an epoch
             order = epoch_order(n, a.seed, self.epoch)[first * a.batch_size: per * a.batch_size]
             self.bar = tqdm(total=per, initial=first, desc=f"epoch {self.epoch + 1}/{a.epochs}", unit="step",
-                            dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
+                            dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30,
+                            disable=self.rank > 0)
             t0, seen = time.time(), 0
             for real, y in self._epoch_batches(images, labels, order):
                 yield real, (y if a.conditional else None)
                 self.step += 1
-                seen += len(real)
+                seen += len(real) * self.world
                 self.bar.update(1)
                 if len(self.pending) >= LOG_EVERY:
                     self._read()
@@ -711,7 +836,9 @@ class Run:
         self.finish(time.time() - self.t0)
 
     def _epoch_batches(self, images, labels, order):
-        B = self.args.batch_size
+        B = self.args.batch_size // self.world
+        if self.world > 1:  # this process's share of each global batch: DistributedSampler's (order[rank::world])
+            order = order.view(-1, self.args.batch_size)[:, self.rank::self.world].reshape(-1)
         if images is not None:  # in RAM: index a permutation, normalise the batch on the device
             order = order.to(self.device)
             for i in range(0, len(order) - B + 1, B):
@@ -740,6 +867,12 @@ class Run:
             return
         values = [v for _, _, row in self.pending for v in row.values()]
         on_device = [i for i, v in enumerate(values) if torch.is_tensor(v)]
+        if self.world > 1:  # the mean over the processes: the figure of the global batch, equal on every process,
+            values = [v if torch.is_tensor(v) else torch.tensor(float(v)) for v in values]  # so all stop together
+            on_device = list(range(len(values)))
+            mean = torch.stack([v.detach().float().reshape(()).to(self.device) for v in values])
+            torch.distributed.all_reduce(mean)
+            values = list(mean / self.world)
         if on_device:
             read = torch.stack([values[i].detach().float().reshape(()).to(self.device) for i in on_device]).tolist()
             for i, v in zip(on_device, read):
@@ -752,11 +885,12 @@ class Run:
             if bad:
                 if self.bar is not None:
                     self.bar.close()
-                self._write_log()
+                if self.rank == 0:
+                    self._write_log()
                 raise UserError(f"{bad[0]} is {row[bad[0]]} at step {step} (epoch {epoch}): training diverged; the "
                                 f"last good checkpoint is in {self.models} (try a lower --lr)")
             self.stats.append((step, epoch, row))
-            if self.tb:
+            if self.tb and self.rank == 0:
                 for k, v in row.items():
                     self.tb.add_scalar(k, v, step)
 
@@ -772,7 +906,8 @@ class Run:
         self._write_log()
 
     def _write_log(self):
-        if not self.stats:
+        if not self.stats or self.rank > 0:
+            self.stats = []
             return
         csv = self.results / "losses.csv"
         csv.parent.mkdir(parents=True, exist_ok=True)
@@ -789,6 +924,8 @@ class Run:
     def sample(self, path, title):
         """The fixed-noise grid, in eval mode (BatchNorm running statistics) so it does not depend on the batch."""
         self._read()  # a NaN stops the run before its grid is drawn
+        if self.rank > 0:  # rank 0 draws it from its own G: a pass through the DDP wrapper would wait for the others
+            return
         self.G.eval()
         y = None if self.fixed_labels is None else self.fixed_labels.to(self.device)
         fake = self.G(self.fixed_z.to(self.device), y)
@@ -806,15 +943,21 @@ class Run:
         self.save(epoch_file=epoch_end)
         if epoch_end:
             self.sample(self.results / f"epoch_{self.epoch:03d}.png", f"epoch {self.epoch}")
-            save_gif(sorted(self.results.glob("epoch_*.png")), self.results / "progress.gif")
+            if self.rank == 0:
+                save_gif(sorted(self.results.glob("epoch_*.png")), self.results / "progress.gif")
         else:
             self.sample(self.results / f"step_{self.step:07d}.png", f"step {self.step}")
-        plot_losses(self.results / "losses.csv", self.results / "losses.png")
+        if self.rank == 0:
+            plot_losses(self.results / "losses.csv", self.results / "losses.png")
 
     def finish(self, seconds):
         self._flush_log()
+        if self.world > 1:
+            torch.distributed.barrier()  # no process leaves while another may still need it
         if self.tb:
             self.tb.close()
+        if self.rank > 0:
+            return
         grids = sorted(self.results.glob("epoch_*.png")) or sorted(self.results.glob("step_*.png"))
         resumed = f" this time, {self.seconds + seconds:.0f} s in all" if self.seconds > 1 else ""
         print(f"done: {self.step} steps, epoch {self.epoch}, {seconds:.0f} s{resumed}\n"

@@ -114,11 +114,13 @@ def train_step(G, D, opt_G, opt_D, real, labels, args):
     opt_D.step()
 
     # (2) Update G: maximise log D(G(z))  <=>  minimise BCE(D(G(z)), 1)   (non-saturating)
+    D.requires_grad_(False)  # D only judges here: no gradients for its weights (under DDP: no all-reduce)
     g_out = D(fake, labels)
     g_loss = F.binary_cross_entropy_with_logits(g_out, ones)
     opt_G.zero_grad(set_to_none=True)
     g_loss.backward()
     opt_G.step()
+    D.requires_grad_(True)
 
     return {"loss/d": d_loss.detach(), "loss/g": g_loss.detach(),
             "D(x)": torch.sigmoid(d_real).mean().detach(), "D(G(z))": torch.sigmoid(d_fake).mean().detach()}
@@ -138,6 +140,7 @@ def main(argv=None):
     opt_D = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(args.beta1, args.beta2))
 
     run = common.Run(args, data, G, D, opt_G, opt_D, model_args, device)
+    G, D = run.parallel(G, D)  # under torchrun: DistributedDataParallel (README); one process: G and D as they are
     for real, labels in run.batches():
         run.log(train_step(G, D, opt_G, opt_D, real, labels, args))
 

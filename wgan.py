@@ -131,10 +131,12 @@ def train_step(G, D, opt_G, opt_D, real, labels, args, update_G):
     # (2) Update G: minimise -E[D(G(z))]; the same z as the critic's batch (Algorithm 1 draws a fresh one from
     # the same prior: an equally unbiased estimate, one G forward cheaper)
     if update_G:
+        D.requires_grad_(False)  # D only judges here: no gradients for its weights (under DDP: no all-reduce)
         g_loss = -D(fake, labels).mean()
         opt_G.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_G.step()
+        D.requires_grad_(True)
         stats["loss/g"] = g_loss.detach()
     return stats
 
@@ -154,6 +156,7 @@ def main(argv=None):
     opt_D = torch.optim.RMSprop(D.parameters(), lr=args.lr)
 
     run = common.Run(args, data, G, D, opt_G, opt_D, model_args, device)
+    G, D = run.parallel(G, D)  # under torchrun: DistributedDataParallel (README); one process: G and D as they are
     for real, labels in run.batches():
         update_G = (run.step + 1) % args.n_critic == 0  # run.step batches are done; this is batch run.step + 1
         run.log(train_step(G, D, opt_G, opt_D, real, labels, args, update_G))
