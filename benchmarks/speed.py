@@ -1,0 +1,279 @@
+"""How fast the training scripts and eval.py run on this machine, and how close they come to its limit.
+
+Training, for each script at its paper's defaults (MNIST's 1x32x32 and the paper's batch; DCGAN also at 3x64x64):
+  - bare loop: the script's own main() with a stand-in for common.Run that feeds one preloaded batch and does
+    nothing else (no data, logging, grids or checkpoints): img/s after warm-up. This is the ceiling.
+  - FLOP per image, counted by torch.utils.flop_counter over one n_critic cycle (one step for the GANs), so the
+    achieved GFLOP/s and its share of this machine's peak, measured in the same run by a 4096x4096 matmul (float32,
+    and bfloat16 where the CPU has it). Machines differ: nothing here is hard-coded.
+  - the real script on real data (common.Run: batching, logging, progress bar, grids, checkpoints, GIF, plots):
+    img/s over one whole epoch, and the share of its wall time spent outside train_step.
+  Each for the layouts and precisions asked for: contiguous or channels_last, float32 or --amp (bfloat16).
+eval.py: images/s of the generator and of the FID Inception network in each --inception mode, and so the wall
+time of one 10k-sample FID.
+
+    python benchmarks/speed.py                                   # everything (about 25 min on 2 CPU cores)
+    python benchmarks/speed.py --only dcgan --no-script --json speed.json
+    python benchmarks/speed.py --only none --eval --inception-weights ../shared/fid/pt_inception-2015-12-05-6726825d.pth
+    python benchmarks/speed.py --eval --inception-weights ../shared/fid/pt_inception-2015-12-05-6726825d.pth --json speed.json
+"""
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # the scripts' and eval.py's progress bars: only this script's lines
+HERE = Path(__file__).resolve().parent.parent
+if "--tree" in sys.argv:  # measure another checkout (the code before a change) with this same benchmark
+    HERE = Path(sys.argv[sys.argv.index("--tree") + 1]).resolve()
+sys.path.insert(0, str(HERE))
+import common  # noqa: E402
+NEW = hasattr(common, "speed_up")  # a checkout from before the speed switches runs float32, contiguous only
+
+SCRIPTS = ("vanilla_gan", "dcgan", "wgan", "wgan_gp")
+# (name, script, extra arguments, channels, image size): the defaults, and DCGAN at 64x64 RGB
+CONFIGS = [(s, s, [], 1, 32) for s in SCRIPTS] + [("dcgan_64x64_rgb", "dcgan", ["--image-size", "64"], 3, 64)]
+
+
+def peak_gflops(dtype, n=4096, seconds=3.0):
+    """A large matmul's GFLOP/s: the practical peak of this machine for dtype."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b  # warm-up
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+class BareRun:
+    """Stands in for common.Run: the same speed_up of G and D, then one preloaded batch, `steps` times."""
+    steps = 0
+    times = []
+
+    def __init__(self, args, data, G, D, opt_G, opt_D, model_args, device, **_):
+        self.args, self.step, self.device = args, 0, device
+        layout = common.speed_up(G, args, device) if NEW else torch.contiguous_format
+        if NEW:
+            common.speed_up(D, args, device)
+        self.real = common.normalize(data.images[:args.batch_size].to(device)).contiguous(memory_format=layout)
+        self.labels = data.labels[:args.batch_size].to(device) if args.conditional else None
+
+    def batches(self):
+        for _ in range(BareRun.steps):
+            t0 = time.perf_counter()
+            yield self.real, self.labels
+            BareRun.times.append(time.perf_counter() - t0)
+            self.step += 1
+
+    def log(self, stats):
+        pass
+
+    def parallel(self, G, D):
+        return G, D
+
+
+def fake_data(channels, size, n):
+    images = torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return common.Data("fake", channels, size, size, "none", [str(i) for i in range(10)], torch.arange(n) % 10,
+                       images=images)
+
+
+def argv_for(extra, variant):
+    return ["--device", "cpu", *extra] + (["--amp"] if variant["amp"] else [])
+
+
+def layout(variant):
+    return {"CHANNELS_LAST": variant["channels_last"]} if NEW else {}
+
+
+@contextlib.contextmanager
+def patched(module, **attrs):
+    old = {k: getattr(module, k) for k in attrs}
+    for k, v in attrs.items():
+        setattr(module, k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(module, k, v)
+
+
+def bare_loop(script, extra, channels, size, variant, warmup, steps):
+    """-> (img/s, seconds per step) of the script's main() with BareRun, after `warmup` steps."""
+    mod = importlib.import_module(script)
+    batch = mod.parse_args(argv_for(extra, variant)).batch_size
+    BareRun.steps, BareRun.times = warmup + steps, []
+    with patched(common, Run=BareRun, load_dataset=lambda *a, **k: fake_data(channels, size, batch),
+                 **layout(variant)):
+        mod.main(argv_for(extra, variant))
+    t = sum(BareRun.times[warmup:])
+    return batch * steps / t, t / steps
+
+
+class Flops:
+    """Counts the FLOP of the aten ops torch.utils.flop_counter has formulas for (matmuls, convolutions and their
+    backward passes), without FlopCounterMode's module hooks, which autograd.grad (WGAN-GP's penalty) refuses."""
+
+    def __new__(cls):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils.flop_counter import flop_registry
+
+        class Mode(TorchDispatchMode):
+            total = 0
+
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                formula = flop_registry.get(func._overloadpacket)
+                if formula is not None:
+                    self.total += formula(*args, **(kwargs or {}), out_val=out)
+                return out
+        return Mode()
+
+
+def flop_per_image(script, extra, channels, size, variant):
+    """FLOP of one n_critic cycle (or one step), per real image it consumed."""
+    mod = importlib.import_module(script)
+    args = mod.parse_args(argv_for(extra, variant))
+    cycle = getattr(args, "n_critic", 1)
+    BareRun.steps, BareRun.times = cycle, []
+    counter = Flops()
+    with counter, patched(common, Run=BareRun, load_dataset=lambda *a, **k: fake_data(channels, size, args.batch_size),
+                          **layout(variant)):
+        mod.main(argv_for(extra, variant))
+    return counter.total / (cycle * args.batch_size)
+
+
+def real_script(script, dataset, variant, data_root, out):
+    """One whole epoch of the real script on real data: -> (img/s, share of wall time outside train_step, wall s)."""
+    mod = importlib.import_module(script)
+    inside, real_step = [0.0], mod.train_step
+
+    def timed(*a, **k):
+        t0 = time.perf_counter()
+        r = real_step(*a, **k)
+        inside[0] += time.perf_counter() - t0
+        return r
+    argv = ["--dataset", dataset, "--data-root", data_root, "--epochs", "1", "--out", out, "--device", "cpu",
+            "--name", f"speed_{script}_{int(time.time() * 1000)}"] + (["--amp"] if variant["amp"] else [])
+    args = mod.parse_args(argv)
+    t0 = time.perf_counter()
+    with patched(mod, train_step=timed), patched(common, **layout(variant)):
+        mod.main(argv)
+    wall = time.perf_counter() - t0
+    n = common.load_dataset(dataset, data_root, 32).images.shape[0] // args.batch_size * args.batch_size
+    return n / wall, 1 - inside[0] / wall, wall
+
+
+def eval_speed(weights, modes, batch_size, images=300):
+    """eval.py's generator img/s, and the FID Inception's img/s (after its compile, when compiled) for each
+    --inception mode on MNIST-like 28x28 input, with each mode's error against the plain features; one 10k-sample
+    FID against a cached reference is then 10000 / generator + 10000 / Inception + the compile time."""
+    import eval as ev
+    device = torch.device("cpu")
+    G = importlib.import_module("dcgan").Generator(latent_dim=100, channels=1, image_size=32).eval()
+    t0 = time.perf_counter()
+    ev.generate(G, ev.latents(2000, 100, 0), None, device, 250)
+    out = {"generator_img_s": 2000 / (time.perf_counter() - t0), "inception_batch": batch_size, "modes": {}}
+    x = torch.randint(0, 256, (images, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    plain = None
+    for mode in modes:
+        extract, name, _ = ev.feature_extractor(weights, device, mode)
+        t0 = time.perf_counter()
+        ev.features(extract, x[:batch_size], batch_size, None)  # warm-up (and the compile)
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        f = torch.from_numpy(ev.features(extract, x, batch_size, None))
+        rate = images / (time.perf_counter() - t0)
+        plain = f if mode == "plain" else plain
+        err = None if plain is None else ((f - plain).abs().mean() / plain.abs().mean()).item()
+        out["modes"][mode] = {"img_s": rate, "first_batch_s": first, "feature_rel_err": err,
+                              "fid_10k_s": 10000 / out["generator_img_s"] + 10000 / rate + first}
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", default=",".join(c[0] for c in CONFIGS), help="comma-separated configs, or none: "
+                   + ", ".join(c[0] for c in CONFIGS))
+    p.add_argument("--variants", default="fp32,fp32-cl,amp-cl", help="fp32 (contiguous), fp32-cl (channels_last), "
+                   "amp, amp-cl (bfloat16 autocast)")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--steps", type=int, default=30, help="timed steps of each bare loop")
+    p.add_argument("--script-variants", default="fp32-cl,amp-cl", help="the variants also measured as the real "
+                   "script over one epoch of MNIST (fp32-cl is the default of every script)")
+    p.add_argument("--no-script", action="store_true", help="skip the real-script epochs")
+    p.add_argument("--tree", default=None, help="measure the scripts of another checkout (e.g. a git worktree of "
+                   "the commit before a change); one from before the speed switches runs fp32 only")
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--eval", action="store_true", help="also measure eval.py (needs --inception-weights)")
+    p.add_argument("--inception-weights", default=None)
+    p.add_argument("--eval-batch-size", type=int, default=10)
+    p.add_argument("--inception", default="plain,compiled,bf16", help="eval.py --inception modes to measure "
+                   "(plain first: the others' feature error is against it)")
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    torch.manual_seed(0)
+    variants = {"fp32": dict(amp=False, channels_last=False), "fp32-cl": dict(amp=False, channels_last=True),
+                "amp": dict(amp=True, channels_last=False), "amp-cl": dict(amp=True, channels_last=True)}
+    chosen = [v.strip() for v in args.variants.split(",")] if NEW else ["fp32"]
+    print(f"scripts from {HERE}", flush=True)
+    report = {"device": common.device_name(torch.device("cpu")), "torch": torch.__version__,
+              "bf16_native": getattr(common, "cpu_has_bf16", lambda: None)(), "rows": []}
+    report["peak_gflops_fp32"] = peak_gflops(torch.float32)
+    report["peak_gflops_bf16"] = peak_gflops(torch.bfloat16)
+    print(f"{report['device']}, torch {torch.__version__}; matmul 4096^2: {report['peak_gflops_fp32']:.0f} GFLOP/s "
+          f"fp32, {report['peak_gflops_bf16']:.0f} bf16 (native bf16: {report['bf16_native']})", flush=True)
+    print(f"{'config':<17} {'variant':<8} {'MFLOP/img':>9} {'bare img/s':>10} {'GFLOP/s':>8} {'% peak':>6} "
+          f"{'script img/s':>12} {'vs bare':>7} {'outside':>7}", flush=True)
+    only = args.only.split(",")
+    with tempfile_dir() as out:
+        for name, script, extra, channels, size in CONFIGS:
+            if name not in only:
+                continue
+            for v in chosen:
+                var = variants[v]
+                flop = flop_per_image(script, extra, channels, size, var)
+                rate, _ = bare_loop(script, extra, channels, size, var, args.warmup, args.steps)
+                peak = report["peak_gflops_bf16" if var["amp"] else "peak_gflops_fp32"]
+                row = {"config": name, "variant": v, "flop_per_image": flop, "bare_img_s": rate,
+                       "gflop_s": flop * rate / 1e9, "share_of_peak": flop * rate / 1e9 / peak}
+                if not args.no_script and size == 32 and (v in args.script_variants.split(",") or not NEW):
+                    row["script_img_s"], row["outside_share"], row["script_wall_s"] = real_script(
+                        script, "mnist", var, args.data_root, out)
+                report["rows"].append(row)
+                s = (f"{row['script_img_s']:>12.0f} {row['script_img_s'] / rate:>7.1%} {row['outside_share']:>7.1%}"
+                     if "script_img_s" in row else f"{'-':>12} {'-':>7} {'-':>7}")
+                print(f"{name:<17} {v:<8} {flop / 1e6:>9.1f} {rate:>10.0f} {row['gflop_s']:>8.1f} "
+                      f"{row['share_of_peak']:>6.0%} {s}", flush=True)
+    if args.eval:
+        report["eval"] = e = eval_speed(args.inception_weights, args.inception.split(","), args.eval_batch_size)
+        print(f"eval.py: generator {e['generator_img_s']:.0f} img/s; FID Inception, batch {e['inception_batch']}:")
+        for mode, m in e["modes"].items():
+            err = "" if m["feature_rel_err"] is None else f", features {m['feature_rel_err']:.1e} off plain"
+            print(f"  --inception {mode:<9} {m['img_s']:6.1f} img/s (first batch {m['first_batch_s']:.0f} s{err}); "
+                  f"one 10k FID against a cached reference: {m['fid_10k_s']:.0f} s", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"json: {args.json}")
+
+
+@contextlib.contextmanager
+def tempfile_dir():
+    import shutil
+    import tempfile
+    d = tempfile.mkdtemp(prefix="ganzoo-speed-")
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
