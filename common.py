@@ -765,8 +765,8 @@ class Run:
 
     def _resume(self, path):  # the arguments were already taken from it by finish_args
         ck = load_checkpoint(path, map_location=self.device)
-        if ck.get("world_size", 1) != self.world:
-            n = ck.get("world_size", 1)
+        n = ck.get("world_size", 1)
+        if n != self.world:
             how = "python <script>.py --resume" if n == 1 else f"torchrun --nproc_per_node={n} <script>.py --resume"
             raise UserError(f"{path} was trained by {n} process{'es' * (n > 1)} and this run has {self.world}: "
                             f"each process's data shard and random state are in it, so resume with {n} ({how})", 2)
@@ -866,16 +866,16 @@ class Run:
         if not self.pending:
             return
         values = [v for _, _, row in self.pending for v in row.values()]
-        on_device = [i for i, v in enumerate(values) if torch.is_tensor(v)]
-        if self.world > 1:  # the mean over the processes: the figure of the global batch, equal on every process,
-            values = [v if torch.is_tensor(v) else torch.tensor(float(v)) for v in values]  # so all stop together
-            on_device = list(range(len(values)))
-            mean = torch.stack([v.detach().float().reshape(()).to(self.device) for v in values])
-            torch.distributed.all_reduce(mean)
-            values = list(mean / self.world)
-        if on_device:
-            read = torch.stack([values[i].detach().float().reshape(()).to(self.device) for i in on_device]).tolist()
-            for i, v in zip(on_device, read):
+        # the tensors, in one stack; under torchrun every figure, averaged over the processes: the global batch's,
+        # equal on every process, so that all of them stop together
+        idx = range(len(values)) if self.world > 1 else [i for i, v in enumerate(values) if torch.is_tensor(v)]
+        if idx:
+            stack = torch.stack([torch.as_tensor(values[i], dtype=torch.float32, device=self.device).detach()
+                                 .reshape(()) for i in idx])
+            if self.world > 1:
+                torch.distributed.all_reduce(stack)
+                stack /= self.world
+            for i, v in zip(idx, stack.tolist()):
                 values[i] = v
         values = iter(values)
         rows = [(step, epoch, {k: float(next(values)) for k in row}) for step, epoch, row in self.pending]
@@ -885,12 +885,11 @@ class Run:
             if bad:
                 if self.bar is not None:
                     self.bar.close()
-                if self.rank == 0:
-                    self._write_log()
+                self._write_log()
                 raise UserError(f"{bad[0]} is {row[bad[0]]} at step {step} (epoch {epoch}): training diverged; the "
                                 f"last good checkpoint is in {self.models} (try a lower --lr)")
             self.stats.append((step, epoch, row))
-            if self.tb and self.rank == 0:
+            if self.tb:
                 for k, v in row.items():
                     self.tb.add_scalar(k, v, step)
 
