@@ -70,10 +70,10 @@ def parse_args(argv=None):
                    f"default: ${WEIGHTS_ENV}, else torch.hub's cache, else download")
     m.add_argument("--inception", choices=INCEPTION_MODES, default=None, help="how the FID network runs: "
                    "compiled = pytorch-fid's float32 network through torch.compile (the same features to 1e-6, "
-                   "1.3x faster on CPU, ~40 s to compile); plain = pytorch-fid's network as it ships; bf16 = "
-                   "compiled under bfloat16 autocast (5x faster on CPUs with AMX, but FIDs up to 4%% off the float32 "
-                   "ones: for tracking a run, not for comparing with published figures); default: compiled on CPU, "
-                   "plain on a GPU")
+                   "1.1x faster on a 2-core CPU, 10-45 s to compile); plain = pytorch-fid's network as it ships; "
+                   "bf16 = compiled under bfloat16 autocast (3.5-4x faster on CPUs with AMX, but FIDs up to 3%% off "
+                   "the float32 ones: for tracking a run, not for comparing with published figures); default: "
+                   "compiled on CPU, plain on a GPU")
     m.add_argument("--kid-subsets", type=common.positive_int, default=100, help="KID: number of subsets")
     m.add_argument("--kid-subset-size", type=common.positive_int, default=1000, help="KID: samples per subset")
     m.add_argument("--json", default=None, help="also write the metrics table as JSON to this file")
@@ -350,8 +350,8 @@ def feature_extractor(weights, device, mode="plain"):
 
 def compiled(model):
     """model through torch.compile with frozen weights: inductor folds each BatchNorm into its convolution and fuses
-    the ReLUs (1.3x on a 2-core CPU in float32, to 1e-6 of the plain features). It compiles on the first batch, and
-    once more for each new batch size (features() pads the last batch, so a run compiles once). Where compiling
+    the ReLUs (1.07-1.16x on a 2-core CPU in float32, to 1e-6 of the plain features). It compiles on the first
+    batch, and once more for each new batch size (features() pads the last batch, so a run compiles once). Where compiling
     fails (no C++ compiler, an unsupported device), the plain network, with one line."""
     net = torch.compile(model, options={"freezing": True})
 

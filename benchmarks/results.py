@@ -96,7 +96,8 @@ def do_row(arch, dataset, epochs, args, db):
     m = json.loads(out.read_text())[0]
     ck = common.load_checkpoint(ckpt)
     row = {"arch": arch, "dataset": dataset, "epochs": epochs, "train_seconds": ck.get("train_seconds"),
-           "device": ck.get("device", "not recorded").split(" (")[0].replace("(R)", "").replace("(TM)", ""), "fid": m["fid"], "kid": m["kid"],
+           "device": ck.get("device", "not recorded").split(" (")[0].replace("(R)", "").replace("(TM)", ""),
+           "fid": m["fid"], "kid": m["kid"],
            "kid_std": m["kid_std"], "n": m["n"], "ref": m["ref"], "ref_n": m["ref_n"], "seed": m["seed"],
            "eval_seconds": m["seconds"], "date": str(date.today()), "command": f"python {arch}.py --dataset "
            f"{dataset} --epochs {epochs}"}
