@@ -15,7 +15,8 @@ time of one 10k-sample FID.
     python benchmarks/speed.py                                   # everything (about 25 min on 2 CPU cores)
     python benchmarks/speed.py --only dcgan --no-script --json speed.json
     python benchmarks/speed.py --only none --eval --inception-weights ../shared/fid/pt_inception-2015-12-05-6726825d.pth
-    python benchmarks/speed.py --eval --inception-weights ../shared/fid/pt_inception-2015-12-05-6726825d.pth --json speed.json
+    python benchmarks/speed.py --eval --json speed.json \
+        --inception-weights ../shared/fid/pt_inception-2015-12-05-6726825d.pth
 """
 import argparse
 import contextlib
@@ -80,7 +81,8 @@ class BareRun:
 
 
 def fake_data(channels, size, n):
-    images = torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images = torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
     return common.Data("fake", channels, size, size, "none", [str(i) for i in range(10)], torch.arange(n) % 10,
                        images=images)
 
@@ -105,60 +107,60 @@ def patched(module, **attrs):
             setattr(module, k, v)
 
 
-def bare_loop(script, extra, channels, size, variant, warmup, steps):
-    """-> (img/s, seconds per step) of the script's main() with BareRun, after `warmup` steps."""
+def run_bare(script, extra, channels, size, variant, steps):
+    """The script's main() with BareRun for `steps` steps. -> its parsed arguments (BareRun.times has the steps)."""
     mod = importlib.import_module(script)
-    batch = mod.parse_args(argv_for(extra, variant)).batch_size
-    BareRun.steps, BareRun.times = warmup + steps, []
-    with patched(common, Run=BareRun, load_dataset=lambda *a, **k: fake_data(channels, size, batch),
+    args = mod.parse_args(argv_for(extra, variant))
+    BareRun.steps, BareRun.times = steps, []
+    with patched(common, Run=BareRun, load_dataset=lambda *a, **k: fake_data(channels, size, args.batch_size),
                  **layout(variant)):
         mod.main(argv_for(extra, variant))
-    t = sum(BareRun.times[warmup:])
-    return batch * steps / t, t / steps
+    return args
 
 
-class Flops:
-    """Counts the FLOP of the aten ops torch.utils.flop_counter has formulas for (matmuls, convolutions and their
-    backward passes), without FlopCounterMode's module hooks, which autograd.grad (WGAN-GP's penalty) refuses."""
+def bare_loop(script, extra, channels, size, variant, warmup, steps):
+    """-> img/s of the script's main() with BareRun, after `warmup` steps."""
+    args = run_bare(script, extra, channels, size, variant, warmup + steps)
+    return args.batch_size * steps / sum(BareRun.times[warmup:])
 
-    def __new__(cls):
-        from torch.utils._python_dispatch import TorchDispatchMode
-        from torch.utils.flop_counter import flop_registry
 
-        class Mode(TorchDispatchMode):
-            total = 0
+def flop_counter():
+    """A dispatch mode counting the FLOP of the aten ops torch.utils.flop_counter has formulas for (matmuls,
+    convolutions and their backward passes), without FlopCounterMode's module hooks, which autograd.grad (WGAN-GP's
+    penalty) refuses."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
 
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                out = func(*args, **(kwargs or {}))
-                formula = flop_registry.get(func._overloadpacket)
-                if formula is not None:
-                    self.total += formula(*args, **(kwargs or {}), out_val=out)
-                return out
-        return Mode()
+    class Flops(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                self.total += formula(*args, **(kwargs or {}), out_val=out)
+            return out
+    return Flops()
 
 
 def flop_per_image(script, extra, channels, size, variant):
     """FLOP of one n_critic cycle (or one step), per real image it consumed."""
-    mod = importlib.import_module(script)
-    args = mod.parse_args(argv_for(extra, variant))
-    cycle = getattr(args, "n_critic", 1)
-    BareRun.steps, BareRun.times = cycle, []
-    counter = Flops()
-    with counter, patched(common, Run=BareRun, load_dataset=lambda *a, **k: fake_data(channels, size, args.batch_size),
-                          **layout(variant)):
-        mod.main(argv_for(extra, variant))
+    cycle = getattr(importlib.import_module(script).parse_args(argv_for(extra, variant)), "n_critic", 1)
+    with flop_counter() as counter:
+        args = run_bare(script, extra, channels, size, variant, cycle)
     return counter.total / (cycle * args.batch_size)
 
 
 def real_script(script, dataset, variant, data_root, out):
     """One whole epoch of the real script on real data: -> (img/s, share of wall time outside train_step, wall s)."""
     mod = importlib.import_module(script)
-    inside, real_step = [0.0], mod.train_step
+    inside, steps, real_step = [0.0], [0], mod.train_step
 
     def timed(*a, **k):
         t0 = time.perf_counter()
         r = real_step(*a, **k)
         inside[0] += time.perf_counter() - t0
+        steps[0] += 1
         return r
     argv = ["--dataset", dataset, "--data-root", data_root, "--epochs", "1", "--out", out, "--device", "cpu",
             "--name", f"speed_{script}_{int(time.time() * 1000)}"] + (["--amp"] if variant["amp"] else [])
@@ -167,8 +169,7 @@ def real_script(script, dataset, variant, data_root, out):
     with patched(mod, train_step=timed), patched(common, **layout(variant)):
         mod.main(argv)
     wall = time.perf_counter() - t0
-    n = common.load_dataset(dataset, data_root, 32).images.shape[0] // args.batch_size * args.batch_size
-    return n / wall, 1 - inside[0] / wall, wall
+    return steps[0] * args.batch_size / wall, 1 - inside[0] / wall, wall
 
 
 def eval_speed(weights, modes, batch_size, images=300):
@@ -240,7 +241,7 @@ def main():
             for v in chosen:
                 var = variants[v]
                 flop = flop_per_image(script, extra, channels, size, var)
-                rate, _ = bare_loop(script, extra, channels, size, var, args.warmup, args.steps)
+                rate = bare_loop(script, extra, channels, size, var, args.warmup, args.steps)
                 peak = report["peak_gflops_bf16" if var["amp"] else "peak_gflops_fp32"]
                 row = {"config": name, "variant": v, "flop_per_image": flop, "bare_img_s": rate,
                        "gflop_s": flop * rate / 1e9, "share_of_peak": flop * rate / 1e9 / peak}
