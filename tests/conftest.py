@@ -77,3 +77,37 @@ def call(main, argv):
     except SystemExit as e:
         return e.code
     return 0
+
+
+def train(script, data_root, *extra):
+    """A training script's main() on the tiny MNIST, with TINY's settings and extra flags; -> the exit code."""
+    return call(script.main, ["--dataset", "mnist", "--data-root", str(data_root), *TINY, *extra])
+
+
+def weights(path):
+    """A checkpoint's G, D and both optimizers' states."""
+    ck = torch.load(path, weights_only=True)
+    return ck["G"], ck["D"], ck["opt_G"]["state"], ck["opt_D"]["state"]
+
+
+def assert_identical(a, b):
+    """weights(...) of two checkpoints, bit for bit."""
+    for sa, sb in zip(a, b):
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            va, vb = sa[k], sb[k]
+            if isinstance(va, dict):
+                assert all(torch.equal(va[j], vb[j]) for j in va), k
+            else:
+                assert torch.equal(va, vb), k
+
+
+def exploding_at(script, monkeypatch, n):
+    """script.train_step, with loss/d NaN on its n-th call."""
+    real_step, calls = script.train_step, []
+
+    def step(*a, **k):
+        calls.append(1)
+        stats = real_step(*a, **k)
+        return {**stats, "loss/d": torch.tensor(float("nan"))} if len(calls) == n else stats
+    monkeypatch.setattr(script, "train_step", step)

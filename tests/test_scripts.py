@@ -16,7 +16,7 @@ import dcgan
 import vanilla_gan
 import wgan
 import wgan_gp
-from conftest import ROOT, TINY, call
+from conftest import ROOT, TINY, assert_identical, call, exploding_at, train, weights
 
 SCRIPTS = [vanilla_gan, dcgan, wgan, wgan_gp]
 ids = [m.__name__ for m in SCRIPTS]
@@ -86,10 +86,6 @@ def test_the_generator_step_raises_D_of_G_z(script, conditional):
         assert scores(D, G(z, labels), labels) > before
 
 
-def train(script, data_root, *extra):
-    return call(script.main, ["--dataset", "mnist", "--data-root", str(data_root), *TINY, *extra])
-
-
 @pytest.mark.parametrize("script", SCRIPTS, ids=ids)
 def test_run_outputs(script, data_root, tmp_path):
     arch = script.__name__
@@ -125,22 +121,6 @@ def test_conditional_run_name_and_grid(script, data_root, tmp_path):
     ck = torch.load(tmp_path / "models" / f"{script.__name__}_mnist_cond" / "last.pt", weights_only=True)
     assert ck["model_args"]["n_classes"] == 10 and ck["fixed_labels"].tolist()[:11] == [0] * 10 + [1]
     assert (tmp_path / "results" / f"{script.__name__}_mnist_cond" / "step_0000003.png").exists()
-
-
-def weights(path):
-    ck = torch.load(path, weights_only=True)
-    return ck["G"], ck["D"], ck["opt_G"]["state"], ck["opt_D"]["state"]
-
-
-def assert_identical(a, b):
-    for sa, sb in zip(a, b):
-        assert sa.keys() == sb.keys()
-        for k in sa:
-            va, vb = sa[k], sb[k]
-            if isinstance(va, dict):
-                assert all(torch.equal(va[j], vb[j]) for j in va), k
-            else:
-                assert torch.equal(va, vb), k
 
 
 @pytest.mark.parametrize("conditional", [False, True], ids=["uncond", "cond"])
@@ -213,15 +193,7 @@ def test_nan_stops_with_the_step_and_keeps_the_last_good_checkpoint(script, data
     assert train(script, data_root, "--epochs", "1") == 0
     models = tmp_path / f"models/{script.__name__}_mnist"
     good = (models / "last.pt").read_bytes()
-    real_step = script.train_step
-    calls = []
-
-    def exploding(*a, **k):
-        calls.append(1)
-        stats = real_step(*a, **k)
-        return {**stats, "loss/d": torch.tensor(float("nan"))} if len(calls) == 3 else stats
-
-    monkeypatch.setattr(script, "train_step", exploding)
+    exploding_at(script, monkeypatch, 3)  # the 3rd step of the resumed run: step 11
     capsys.readouterr()
     assert train(script, data_root, "--epochs", "2", "--resume") == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
