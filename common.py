@@ -759,9 +759,15 @@ class Run:
         state = self.state()  # on every process: it gathers their RNG states
         if self.rank > 0:
             return
-        if epoch_file:
-            atomic_save(state, self.models / f"epoch_{self.epoch:03d}.pt")
-        atomic_save(state, self.models / "last.pt")
+        last = self.models / "last.pt"
+        if not epoch_file:
+            return atomic_save(state, last)
+        epoch = self.models / f"epoch_{self.epoch:03d}.pt"
+        atomic_save(state, epoch)
+        try:  # last.pt is the same bytes: a second name for the file instead of writing (and syncing) it twice
+            atomic_write(last, lambda tmp: os.link(epoch, tmp))
+        except OSError:  # a file system without hard links
+            atomic_save(state, last)
 
     def _resume(self, path):  # the arguments were already taken from it by finish_args
         ck = load_checkpoint(path, map_location=self.device)

@@ -2,18 +2,23 @@
 
 Training, for each script at its paper's defaults (MNIST's 1x32x32 and the paper's batch; DCGAN also at 3x64x64):
   - bare loop: the script's own main() with a stand-in for common.Run that feeds one preloaded batch and does
-    nothing else (no data, logging, grids or checkpoints): img/s after warm-up. This is the ceiling.
+    nothing else (no data, logging, grids or checkpoints): img/s after warm-up, sustained over --seconds (this
+    shared CPU runs a few steps faster than it keeps up). This is the ceiling.
   - FLOP per image, counted by torch.utils.flop_counter over one n_critic cycle (one step for the GANs), so the
     achieved GFLOP/s and its share of this machine's peak, measured in the same run by a 4096x4096 matmul (float32,
     and bfloat16 where the CPU has it). Machines differ: nothing here is hard-coded.
   - the real script on real data (common.Run: batching, logging, progress bar, grids, checkpoints, GIF, plots):
-    img/s over one whole epoch, and the share of its wall time spent outside train_step.
-  Each for the layouts and precisions asked for: contiguous or channels_last, float32 or --amp (bfloat16).
+    img/s over --script-epochs whole epochs, the share of its wall time spent outside train_step, that share in
+    the last epoch alone, and the run's start-up.
+  Each for the variants asked for: contiguous or channels_last, float32 or --amp (bfloat16), eager or
+  torch.compile. With --sweep: the default at each thread count and at half and twice the paper's batch.
 eval.py: images/s of the generator and of the FID Inception network in each --inception mode, and so the wall
 time of one 10k-sample FID.
 
-    python benchmarks/speed.py                                   # everything (about 25 min on 2 CPU cores)
+    python benchmarks/speed.py                                   # everything (about 35 min on 2 CPU cores)
     python benchmarks/speed.py --only dcgan --no-script --json speed.json
+    python benchmarks/speed.py --only vanilla_gan,dcgan --variants fp32-cl,compile,amp-cl,amp-compile --no-script
+    python benchmarks/speed.py --only vanilla_gan --script-epochs 2 --sweep
     python benchmarks/speed.py --only none --eval --inception-weights ../shared/fid/pt_inception-2015-12-05-6726825d.pth
     python benchmarks/speed.py --eval --json speed.json \
         --inception-weights ../shared/fid/pt_inception-2015-12-05-6726825d.pth
@@ -54,20 +59,27 @@ def peak_gflops(dtype, n=4096, seconds=3.0):
 
 
 class BareRun:
-    """Stands in for common.Run: the same speed_up of G and D, then one preloaded batch, `steps` times."""
-    steps = 0
+    """Stands in for common.Run: the same speed_up of G and D, then one preloaded batch, `steps` times, and on
+    until the steps after the first `warmup` have taken `seconds`."""
+    steps = warmup = 0
+    seconds = 0.0
     times = []
+    compile = False
 
     def __init__(self, args, data, G, D, opt_G, opt_D, model_args, device, **_):
         self.args, self.step, self.device = args, 0, device
         layout = common.speed_up(G, args, device) if NEW else torch.contiguous_format
         if NEW:
             common.speed_up(D, args, device)
+        if BareRun.compile:  # in place, so the script's optimizers keep their parameters
+            G.compile()
+            if args.arch != "wgan_gp":  # its penalty differentiates D's gradient: torch.compile has no double backward
+                D.compile()
         self.real = common.normalize(data.images[:args.batch_size].to(device)).contiguous(memory_format=layout)
         self.labels = data.labels[:args.batch_size].to(device) if args.conditional else None
 
     def batches(self):
-        for _ in range(BareRun.steps):
+        while len(BareRun.times) < BareRun.steps or sum(BareRun.times[BareRun.warmup:]) < BareRun.seconds:
             t0 = time.perf_counter()
             yield self.real, self.labels
             BareRun.times.append(time.perf_counter() - t0)
@@ -107,21 +119,24 @@ def patched(module, **attrs):
             setattr(module, k, v)
 
 
-def run_bare(script, extra, channels, size, variant, steps):
-    """The script's main() with BareRun for `steps` steps. -> its parsed arguments (BareRun.times has the steps)."""
+def run_bare(script, extra, channels, size, variant, steps, warmup=0, seconds=0.0):
+    """The script's main() with BareRun for `steps` steps, and on until the steps after `warmup` took `seconds`.
+    -> its parsed arguments (BareRun.times has each step's time)."""
     mod = importlib.import_module(script)
     args = mod.parse_args(argv_for(extra, variant))
-    BareRun.steps, BareRun.times = steps, []
+    BareRun.steps, BareRun.warmup, BareRun.seconds, BareRun.times = steps, warmup, seconds, []
+    BareRun.compile = variant.get("compile", False)
     with patched(common, Run=BareRun, load_dataset=lambda *a, **k: fake_data(channels, size, args.batch_size),
                  **layout(variant)):
         mod.main(argv_for(extra, variant))
     return args
 
 
-def bare_loop(script, extra, channels, size, variant, warmup, steps):
-    """-> img/s of the script's main() with BareRun, after `warmup` steps."""
-    args = run_bare(script, extra, channels, size, variant, warmup + steps)
-    return args.batch_size * steps / sum(BareRun.times[warmup:])
+def bare_loop(script, extra, channels, size, variant, warmup, steps, seconds):
+    """-> img/s of the script's main() with BareRun, after `warmup` steps, over at least `steps` steps and
+    `seconds` (a sustained rate: over a few steps this shared CPU runs faster than it can keep up)."""
+    args = run_bare(script, extra, channels, size, variant, warmup + steps, warmup, seconds)
+    return args.batch_size * (len(BareRun.times) - warmup) / sum(BareRun.times[warmup:])
 
 
 def flop_counter():
@@ -151,25 +166,51 @@ def flop_per_image(script, extra, channels, size, variant):
     return counter.total / (cycle * args.batch_size)
 
 
-def real_script(script, dataset, variant, data_root, out):
-    """One whole epoch of the real script on real data: -> (img/s, share of wall time outside train_step, wall s)."""
+def real_script(script, dataset, variant, data_root, out, epochs=1):
+    """Whole epochs of the real script on real data: img/s, the share of wall time outside train_step, the run's
+    start-up (main() up to its first step: dataset, models, imports; paid once per run), and the share outside
+    train_step in the last epoch alone (with one epoch: after the start-up; with two, the steady state, once the
+    first grid, checkpoint and plot have paid for their imports)."""
     mod = importlib.import_module(script)
-    inside, steps, real_step = [0.0], [0], mod.train_step
+    starts, inside, real_step = [], [], mod.train_step
 
     def timed(*a, **k):
         t0 = time.perf_counter()
         r = real_step(*a, **k)
-        inside[0] += time.perf_counter() - t0
-        steps[0] += 1
+        starts.append(t0)
+        inside.append(time.perf_counter() - t0)
         return r
-    argv = ["--dataset", dataset, "--data-root", data_root, "--epochs", "1", "--out", out, "--device", "cpu",
+    argv = ["--dataset", dataset, "--data-root", data_root, "--epochs", str(epochs), "--out", out, "--device", "cpu",
             "--name", f"speed_{script}_{int(time.time() * 1000)}"] + (["--amp"] if variant["amp"] else [])
     args = mod.parse_args(argv)
     t0 = time.perf_counter()
     with patched(mod, train_step=timed), patched(common, **layout(variant)):
         mod.main(argv)
-    wall = time.perf_counter() - t0
-    return steps[0] * args.batch_size / wall, 1 - inside[0] / wall, wall
+    end = time.perf_counter()
+    last = len(starts) - len(starts) // epochs  # the first step of the last epoch
+    return {"script_img_s": len(starts) * args.batch_size / (end - t0), "outside_share": 1 - sum(inside) / (end - t0),
+            "script_wall_s": end - t0, "script_epochs": epochs, "startup_s": starts[0] - t0,
+            "outside_share_last_epoch": 1 - sum(inside[last:]) / (end - starts[last])}
+
+
+def sweep(report, name, script, extra, channels, size, var, args):
+    """Bare-loop img/s of the default variant against torch's thread count and the batch size."""
+    default_threads = torch.get_num_threads()
+    batch = importlib.import_module(script).parse_args(argv_for(extra, var)).batch_size
+    for threads in range(1, (os.cpu_count() or 1) + 1):
+        torch.set_num_threads(threads)
+        try:
+            rate = bare_loop(script, extra, channels, size, var, args.warmup, args.steps, args.seconds)
+        finally:
+            torch.set_num_threads(default_threads)
+        report["sweep"].append({"config": name, "threads": threads, "batch_size": batch, "bare_img_s": rate})
+        print(f"  {name}: {threads} thread{'s' * (threads > 1)}{' (default)' * (threads == default_threads)}, "
+              f"batch {batch}: {rate:.0f} img/s", flush=True)
+    for b in (batch // 2, batch * 2):
+        rate = bare_loop(script, extra + ["--batch-size", str(b)], channels, size, var, args.warmup, args.steps,
+                         args.seconds)
+        report["sweep"].append({"config": name, "threads": default_threads, "batch_size": b, "bare_img_s": rate})
+        print(f"  {name}: {default_threads} threads, batch {b} (not the paper's): {rate:.0f} img/s", flush=True)
 
 
 def eval_speed(weights, modes, batch_size, images=300):
@@ -204,12 +245,18 @@ def main():
     p.add_argument("--only", default=",".join(c[0] for c in CONFIGS), help="comma-separated configs, or none: "
                    + ", ".join(c[0] for c in CONFIGS))
     p.add_argument("--variants", default="fp32,fp32-cl,amp-cl", help="fp32 (contiguous), fp32-cl (channels_last), "
-                   "amp, amp-cl (bfloat16 autocast)")
+                   "amp, amp-cl (bfloat16 autocast), compile, amp-compile (fp32-cl or amp-cl with G and D through "
+                   "torch.compile, bare loop only; WGAN-GP's D stays eager)")
     p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--steps", type=int, default=30, help="timed steps of each bare loop")
+    p.add_argument("--steps", type=int, default=30, help="timed steps of each bare loop, at least")
+    p.add_argument("--seconds", type=float, default=20.0, help="timed seconds of each bare loop, at least")
     p.add_argument("--script-variants", default="fp32-cl,amp-cl", help="the variants also measured as the real "
                    "script over one epoch of MNIST (fp32-cl is the default of every script)")
     p.add_argument("--no-script", action="store_true", help="skip the real-script epochs")
+    p.add_argument("--script-epochs", type=int, default=1, help="epochs of each real-script run (2: the last "
+                   "epoch shows the steady per-epoch cost outside train_step)")
+    p.add_argument("--sweep", action="store_true", help="also the default (fp32-cl) bare loop at each thread "
+                   "count from 1 to this machine's, and at half and twice the paper's batch size")
     p.add_argument("--tree", default=None, help="measure the scripts of another checkout (e.g. a git worktree of "
                    "the commit before a change); one from before the speed switches runs fp32 only")
     p.add_argument("--data-root", default="data")
@@ -222,17 +269,19 @@ def main():
     args = p.parse_args()
     torch.manual_seed(0)
     variants = {"fp32": dict(amp=False, channels_last=False), "fp32-cl": dict(amp=False, channels_last=True),
-                "amp": dict(amp=True, channels_last=False), "amp-cl": dict(amp=True, channels_last=True)}
+                "amp": dict(amp=True, channels_last=False), "amp-cl": dict(amp=True, channels_last=True),
+                "compile": dict(amp=False, channels_last=True, compile=True),
+                "amp-compile": dict(amp=True, channels_last=True, compile=True)}
     chosen = [v.strip() for v in args.variants.split(",")] if NEW else ["fp32"]
     print(f"scripts from {HERE}", flush=True)
     report = {"device": common.device_name(torch.device("cpu")), "torch": torch.__version__,
-              "bf16_native": getattr(common, "cpu_has_bf16", lambda: None)(), "rows": []}
+              "bf16_native": getattr(common, "cpu_has_bf16", lambda: None)(), "rows": [], "sweep": []}
     report["peak_gflops_fp32"] = peak_gflops(torch.float32)
     report["peak_gflops_bf16"] = peak_gflops(torch.bfloat16)
     print(f"{report['device']}, torch {torch.__version__}; matmul 4096^2: {report['peak_gflops_fp32']:.0f} GFLOP/s "
           f"fp32, {report['peak_gflops_bf16']:.0f} bf16 (native bf16: {report['bf16_native']})", flush=True)
     print(f"{'config':<17} {'variant':<8} {'MFLOP/img':>9} {'bare img/s':>10} {'GFLOP/s':>8} {'% peak':>6} "
-          f"{'script img/s':>12} {'vs bare':>7} {'outside':>7}", flush=True)
+          f"{'script img/s':>12} {'vs bare':>7} {'outside':>7} {'last ep':>8} {'start':>6}", flush=True)
     only = args.only.split(",")
     with tempfile_dir() as out:
         for name, script, extra, channels, size in CONFIGS:
@@ -240,19 +289,25 @@ def main():
                 continue
             for v in chosen:
                 var = variants[v]
-                flop = flop_per_image(script, extra, channels, size, var)
-                rate = bare_loop(script, extra, channels, size, var, args.warmup, args.steps)
+                flop = flop_per_image(script, extra, channels, size, {**var, "compile": False})
+                rate = bare_loop(script, extra, channels, size, var, args.warmup, args.steps, args.seconds)
+                warm = sum(BareRun.times[:args.warmup])  # with torch.compile: the compile
                 peak = report["peak_gflops_bf16" if var["amp"] else "peak_gflops_fp32"]
-                row = {"config": name, "variant": v, "flop_per_image": flop, "bare_img_s": rate,
+                row = {"config": name, "variant": v, "flop_per_image": flop, "bare_img_s": rate, "warmup_s": warm,
                        "gflop_s": flop * rate / 1e9, "share_of_peak": flop * rate / 1e9 / peak}
-                if not args.no_script and size == 32 and (v in args.script_variants.split(",") or not NEW):
-                    row["script_img_s"], row["outside_share"], row["script_wall_s"] = real_script(
-                        script, "mnist", var, args.data_root, out)
+                if (not args.no_script and size == 32 and (v in args.script_variants.split(",") or not NEW)
+                        and not var.get("compile")):
+                    row.update(real_script(script, "mnist", var, args.data_root, out, args.script_epochs))
                 report["rows"].append(row)
-                s = (f"{row['script_img_s']:>12.0f} {row['script_img_s'] / rate:>7.1%} {row['outside_share']:>7.1%}"
-                     if "script_img_s" in row else f"{'-':>12} {'-':>7} {'-':>7}")
+                s = (f"{row['script_img_s']:>12.0f} {row['script_img_s'] / rate:>7.1%} {row['outside_share']:>7.1%} "
+                     f"{row['outside_share_last_epoch']:>8.1%} {row['startup_s']:>6.1f}"
+                     if "script_img_s" in row else f"{'-':>12} {'-':>7} {'-':>7} {'-':>8} {'-':>6}")
                 print(f"{name:<17} {v:<8} {flop / 1e6:>9.1f} {rate:>10.0f} {row['gflop_s']:>8.1f} "
-                      f"{row['share_of_peak']:>6.0%} {s}", flush=True)
+                      f"{row['share_of_peak']:>6.0%} {s}"
+                      + (f"   (first {args.warmup} steps, the compile: {warm:.0f} s)" if var.get("compile") else ""),
+                      flush=True)
+            if args.sweep:
+                sweep(report, name, script, extra, channels, size, variants["fp32-cl"], args)
     if args.eval:
         report["eval"] = e = eval_speed(args.inception_weights, args.inception.split(","), args.eval_batch_size)
         print(f"eval.py: generator {e['generator_img_s']:.0f} img/s; FID Inception, batch {e['inception_batch']}:")

@@ -113,6 +113,18 @@ def test_run_outputs(script, data_root, tmp_path):
     assert ck["data"] == {"dataset": "mnist", "native_size": 28, "mapping": "pad", "source": ck["data"]["source"]}
     assert ck["args"]["lr"] == script.parse_args([]).lr and ck["classes"][:2] == ["0", "1"]
     assert ck["device"].startswith("cpu: ") and 0 < ck["train_seconds"] < 600
+    assert (models / "last.pt").read_bytes() == (models / "epoch_002.pt").read_bytes()  # one file, two names
+    assert torch.load(models / "epoch_001.pt", weights_only=True)["step"] == 8  # replacing last.pt left it alone
+
+
+def test_last_pt_is_written_where_hard_links_fail(data_root, tmp_path, monkeypatch):
+    def no_links(*a):
+        raise OSError("hard links not supported")
+    monkeypatch.setattr(common.os, "link", no_links)
+    assert train(dcgan, data_root, "--epochs", "1") == 0
+    models = tmp_path / "models/dcgan_mnist"
+    assert_identical(weights(models / "last.pt"), weights(models / "epoch_001.pt"))
+    assert not os.path.samefile(models / "last.pt", models / "epoch_001.pt")
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=ids)
