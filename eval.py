@@ -62,7 +62,8 @@ def parse_args(argv=None):
     m.add_argument("--metrics", default=None, help=f"comma-separated subset of {','.join(METRICS)} (is needs "
                    "Inception weights with the classifier layer; pr is not offered by pytorch-fid: see README)")
     m.add_argument("--ref", default=None, help="reference: mnist|fashion-mnist|cifar10[:train|:test], an image "
-                   "folder, or a pytorch-fid .npz of mu/sigma (FID only); default: the checkpoint's dataset, test split")
+                   "folder, or a pytorch-fid .npz of mu/sigma (FID only); default: the checkpoint's dataset, "
+                   "test split")
     m.add_argument("--ref-n", type=common.positive_int, default=10000, help="use at most this many reference "
                    "images (a fixed random subset)")
     m.add_argument("--data-root", default=None, help="where --ref datasets live (default: the checkpoint's)")
@@ -351,8 +352,8 @@ def feature_extractor(weights, device, mode="plain"):
 def compiled(model):
     """model through torch.compile with frozen weights: inductor folds each BatchNorm into its convolution and fuses
     the ReLUs (1.07-1.16x on a 2-core CPU in float32, to 1e-6 of the plain features). It compiles on the first
-    batch, and once more for each new batch size (features() pads the last batch, so a run compiles once). Where compiling
-    fails (no C++ compiler, an unsupported device), the plain network, with one line."""
+    batch, and once more for each new batch size (features() pads the last batch, so a run compiles once). Where
+    compiling fails (no C++ compiler, an unsupported device), the plain network, with one line."""
     net = torch.compile(model, options={"freezing": True})
 
     def run(x):

@@ -280,7 +280,7 @@ def main():
     report["peak_gflops_bf16"] = peak_gflops(torch.bfloat16)
     print(f"{report['device']}, torch {torch.__version__}; matmul 4096^2: {report['peak_gflops_fp32']:.0f} GFLOP/s "
           f"fp32, {report['peak_gflops_bf16']:.0f} bf16 (native bf16: {report['bf16_native']})", flush=True)
-    print(f"{'config':<17} {'variant':<8} {'MFLOP/img':>9} {'bare img/s':>10} {'GFLOP/s':>8} {'% peak':>6} "
+    print(f"{'config':<17} {'variant':<11} {'MFLOP/img':>9} {'bare img/s':>10} {'GFLOP/s':>8} {'% peak':>6} "
           f"{'script img/s':>12} {'vs bare':>7} {'outside':>7} {'last ep':>8} {'start':>6}", flush=True)
     only = args.only.split(",")
     with tempfile_dir() as out:
@@ -302,7 +302,7 @@ def main():
                 s = (f"{row['script_img_s']:>12.0f} {row['script_img_s'] / rate:>7.1%} {row['outside_share']:>7.1%} "
                      f"{row['outside_share_last_epoch']:>8.1%} {row['startup_s']:>6.1f}"
                      if "script_img_s" in row else f"{'-':>12} {'-':>7} {'-':>7} {'-':>8} {'-':>6}")
-                print(f"{name:<17} {v:<8} {flop / 1e6:>9.1f} {rate:>10.0f} {row['gflop_s']:>8.1f} "
+                print(f"{name:<17} {v:<11} {flop / 1e6:>9.1f} {rate:>10.0f} {row['gflop_s']:>8.1f} "
                       f"{row['share_of_peak']:>6.0%} {s}"
                       + (f"   (first {args.warmup} steps, the compile: {warm:.0f} s)" if var.get("compile") else ""),
                       flush=True)
