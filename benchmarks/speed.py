@@ -15,7 +15,7 @@ Training, for each script at its paper's defaults (MNIST's 1x32x32 and the paper
 eval.py: images/s of the generator and of the FID Inception network in each --inception mode, and so the wall
 time of one 10k-sample FID.
 
-    python benchmarks/speed.py                                   # everything (about 35 min on 2 CPU cores)
+    python benchmarks/speed.py                                   # the default variants (about 25 min on 2 CPU cores)
     python benchmarks/speed.py --only dcgan --no-script --json speed.json
     python benchmarks/speed.py --only vanilla_gan,dcgan --variants fp32-cl,compile,amp-cl,amp-compile --no-script
     python benchmarks/speed.py --only vanilla_gan --script-epochs 2 --sweep
