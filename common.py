@@ -760,14 +760,15 @@ class Run:
         if self.rank > 0:
             return
         last = self.models / "last.pt"
-        if not epoch_file:
-            return atomic_save(state, last)
-        epoch = self.models / f"epoch_{self.epoch:03d}.pt"
-        atomic_save(state, epoch)
-        try:  # last.pt is the same bytes: a second name for the file instead of writing (and syncing) it twice
-            atomic_write(last, lambda tmp: os.link(epoch, tmp))
-        except OSError:  # a file system without hard links
-            atomic_save(state, last)
+        if epoch_file:
+            epoch = self.models / f"epoch_{self.epoch:03d}.pt"
+            atomic_save(state, epoch)
+            try:  # last.pt is the same bytes: a second name for the file instead of writing (and syncing) it twice
+                atomic_write(last, lambda tmp: os.link(epoch, tmp))
+                return
+            except OSError:  # a file system without hard links: write it
+                pass
+        atomic_save(state, last)
 
     def _resume(self, path):  # the arguments were already taken from it by finish_args
         ck = load_checkpoint(path, map_location=self.device)

@@ -164,8 +164,8 @@ def main(argv=None):
                       n_classes=len(data.classes) if args.conditional else 0, width=args.width)
     G = Generator(**model_args).to(device)
     D = Discriminator(**{k: v for k, v in model_args.items() if k != "latent_dim"}).to(device)
-    # Adam again (WGAN needed RMSProp; with the penalty, Adam is stable), with no momentum in beta1;
-    # fused=True: the update in one pass over each tensor instead of about ten (same algorithm, faster)
+    # Adam again (WGAN needed RMSProp; with the penalty, Adam is stable), with no momentum in beta1
+    # fused=True: Adam's update in one pass over each tensor instead of about ten (same algorithm, faster)
     opt_G = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), fused=True)
     opt_D = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), fused=True)
 

@@ -180,8 +180,8 @@ def real_script(script, dataset, variant, data_root, out, epochs=1):
         starts.append(t0)
         inside.append(time.perf_counter() - t0)
         return r
-    argv = ["--dataset", dataset, "--data-root", data_root, "--epochs", str(epochs), "--out", out, "--device", "cpu",
-            "--name", f"speed_{script}_{int(time.time() * 1000)}"] + (["--amp"] if variant["amp"] else [])
+    argv = argv_for(["--dataset", dataset, "--data-root", data_root, "--epochs", str(epochs), "--out", out,
+                     "--name", f"speed_{script}_{int(time.time() * 1000)}"], variant)
     args = mod.parse_args(argv)
     t0 = time.perf_counter()
     with patched(mod, train_step=timed), patched(common, **layout(variant)):
