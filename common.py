@@ -8,6 +8,7 @@ batches, logs, samples the fixed-noise grid and writes checkpoints, so the scrip
         run.log(train_step(...))
 """
 import argparse
+import gc
 import gzip
 import hashlib
 import math
@@ -43,6 +44,9 @@ def cli(main):
     try:
         main()
         if _joined():
+            # free DDP's wrappers (they can sit in reference cycles) while the process group lives: torn down after
+            # it, at exit, they can abort the process (std::terminate; seen in tests/test_distributed.py's workers)
+            gc.collect()
             torch.distributed.destroy_process_group()
     except UserError as e:
         if rank() > 0:  # under torchrun every process meets the same error: rank 0 says it

@@ -4,6 +4,7 @@ on the same global batch (synchronised BatchNorm, the gradient penalty in the cr
 D's weights in the G step, clipping equal on every rank); a real torchrun run checkpoints from rank 0 only, loads in
 a 1-process eval.py, resumes exactly with as many processes, and refuses another count in one line."""
 import csv
+import gc
 import os
 import subprocess
 import sys
@@ -133,6 +134,7 @@ def worker(rank, script_name, path, out):
     dist.all_reduce(stats)
     torch.save((result[0], result[1], dict(zip(result[2], (stats / WORLD).tolist())), result[3]),
                f"{out}.{rank}")
+    gc.collect()  # as common.cli does: DDP's wrappers freed before the process group, not after it at exit
     dist.destroy_process_group()
 
 
