@@ -83,6 +83,39 @@ def test_speed_up_keeps_the_models_and_their_results(script):
     assert list(G.state_dict()) == list(script.Generator(latent_dim=8, channels=1, image_size=32, width=8).state_dict())
 
 
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_fast_dropout_is_dropout(p):
+    """The mask drawn as uniform >= p: units kept with probability 1 - p and scaled by 1/(1 - p), gradients through
+    the kept units only, the same mask for the same seed, bfloat16 in and out under --amp, the identity in eval."""
+    m = torch.nn.Dropout(p)
+    m.forward = common.fast_dropout(m)
+    x = torch.ones(200, 1000, requires_grad=True)
+    torch.manual_seed(0)
+    y = m(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.005  # 200k draws: the standard error is 0.001
+    assert torch.equal(y[kept], torch.full_like(y[kept], 1 / (1 - p)))
+    y.sum().backward()
+    assert torch.equal(x.grad, kept.float() / (1 - p))
+    torch.manual_seed(0)
+    assert torch.equal(m(x), y)
+    h = torch.ones(4, 1000, dtype=torch.bfloat16)
+    assert m(h).dtype == torch.bfloat16 and set(m(h).unique().tolist()) <= {0.0, 1 / (1 - p)}
+    m.eval()
+    assert m(x) is x
+
+
+def test_speed_up_gives_the_mlp_gans_dropout_the_fast_mask_on_the_cpu_only():
+    args = vanilla_gan.parse_args([])
+    D = vanilla_gan.Discriminator(channels=1, image_size=32)
+    common.speed_up(D, args, torch.device("cpu"))
+    dropouts = [m for m in D.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(dropouts) == 3 and all("forward" in vars(m) for m in dropouts)
+    D = vanilla_gan.Discriminator(channels=1, image_size=32)
+    common.speed_up(D, args, torch.device("meta"))  # a GPU keeps F.dropout: its bernoulli_ is one fast kernel
+    assert not any("forward" in vars(m) for m in D.modules() if isinstance(m, torch.nn.Dropout))
+
+
 @pytest.mark.parametrize("script", SCRIPTS, ids=ids)
 def test_amp_computes_in_bfloat16_and_returns_float32(script):
     torch.manual_seed(0)
