@@ -11,7 +11,10 @@ Training, for each script at its paper's defaults (MNIST's 1x32x32 and the paper
     img/s over --script-epochs whole epochs, the share of its wall time spent outside train_step, that share in
     the last epoch alone, and the run's start-up.
   Each for the variants asked for: contiguous or channels_last, float32 or --amp (bfloat16), eager or
-  torch.compile. With --sweep: the default at each thread count and at half and twice the paper's batch.
+  torch.compile. With --sweep: the default at each thread count and at half and twice the paper's batch. With
+  --breakdown (CPU): where each bare loop's time goes, by kind of op (torch.profiler), and the GFLOP/s of its
+  convolutions and matrix multiplies alone, which bounds the share of the peak a whole step can reach.
+  --device cuda (or mps) measures a GPU the same way (the host waits for the device only every 10 steps).
 eval.py: images/s of the generator and of the FID Inception network in each --inception mode, and so the wall
 time of one 10k-sample FID.
 
@@ -19,6 +22,8 @@ time of one 10k-sample FID.
     python benchmarks/speed.py --only dcgan --no-script --json speed.json
     python benchmarks/speed.py --only vanilla_gan,dcgan --variants fp32-cl,compile,amp-cl,amp-compile --no-script
     python benchmarks/speed.py --only vanilla_gan --script-epochs 2 --sweep
+    python benchmarks/speed.py --variants fp32-cl,amp-cl --no-script --breakdown
+    python benchmarks/speed.py --device cuda --variants fp32,fp32-cl,amp-cl,compile,amp-compile
     python benchmarks/speed.py --only none --eval --inception-weights ../shared/fid/pt_inception-2015-12-05-6726825d.pth
     python benchmarks/speed.py --eval --json speed.json \
         --inception-weights ../shared/fid/pt_inception-2015-12-05-6726825d.pth
@@ -35,6 +40,7 @@ from pathlib import Path
 import torch
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # the scripts' and eval.py's progress bars: only this script's lines
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # and torch.profiler's (--breakdown) start/stop log lines
 HERE = Path(__file__).resolve().parent.parent
 if "--tree" in sys.argv:  # measure another checkout (the code before a change) with this same benchmark
     HERE = Path(sys.argv[sys.argv.index("--tree") + 1]).resolve()
@@ -45,26 +51,41 @@ NEW = hasattr(common, "speed_up")  # a checkout from before the speed switches r
 SCRIPTS = ("vanilla_gan", "dcgan", "wgan", "wgan_gp")
 # (name, script, extra arguments, channels, image size): the defaults, and DCGAN at 64x64 RGB
 CONFIGS = [(s, s, [], 1, 32) for s in SCRIPTS] + [("dcgan_64x64_rgb", "dcgan", ["--image-size", "64"], 3, 64)]
+DEVICE = torch.device("cpu")  # --device
+SYNC_EVERY = 10  # on a GPU, the bare loop waits for the device every 10 steps (and at the end), not every step
+
+
+def sync():
+    """Wait for the device's queued work (a GPU runs behind the host); nothing on the CPU."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+    elif DEVICE.type == "mps":
+        torch.mps.synchronize()
 
 
 def peak_gflops(dtype, n=4096, seconds=3.0):
     """A large matmul's GFLOP/s: the practical peak of this machine for dtype."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a, b = torch.randn(n, n).to(DEVICE, dtype), torch.randn(n, n).to(DEVICE, dtype)
     a @ b  # warm-up
+    sync()
     reps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         a @ b
         reps += 1
+    sync()
     return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
 
 
 class BareRun:
     """Stands in for common.Run: the same speed_up of G and D, then one preloaded batch, `steps` times, and on
-    until the steps after the first `warmup` have taken `seconds`."""
+    until the steps after the first `warmup` have taken `seconds`. On a GPU each step's time is only right where
+    the loop waited for the device: after each warm-up step and every SYNC_EVERY steps, where a timed loop ends.
+    With `profile`, the steps after the warm-up run inside record_function("train_step") (see breakdown())."""
     steps = warmup = 0
     seconds = 0.0
     times = []
     compile = False
+    profile = False
 
     def __init__(self, args, data, G, D, opt_G, opt_D, model_args, device, **_):
         self.args, self.step, self.device = args, 0, device
@@ -79,10 +100,16 @@ class BareRun:
         self.labels = data.labels[:args.batch_size].to(device) if args.conditional else None
 
     def batches(self):
-        while len(BareRun.times) < BareRun.steps or sum(BareRun.times[BareRun.warmup:]) < BareRun.seconds:
+        times = BareRun.times
+        while (len(times) < BareRun.steps or sum(times[BareRun.warmup:]) < BareRun.seconds
+               or BareRun.seconds and (len(times) - BareRun.warmup) % SYNC_EVERY):
+            tag = BareRun.profile and len(times) >= BareRun.warmup
             t0 = time.perf_counter()
-            yield self.real, self.labels
-            BareRun.times.append(time.perf_counter() - t0)
+            with torch.profiler.record_function("train_step") if tag else contextlib.nullcontext():
+                yield self.real, self.labels
+            if len(times) < BareRun.warmup or (len(times) + 1 - BareRun.warmup) % SYNC_EVERY == 0:
+                sync()
+            times.append(time.perf_counter() - t0)
             self.step += 1
 
     def log(self, stats):
@@ -100,7 +127,7 @@ def fake_data(channels, size, n):
 
 
 def argv_for(extra, variant):
-    return ["--device", "cpu", *extra] + (["--amp"] if variant["amp"] else [])
+    return ["--device", DEVICE.type, *extra] + (["--amp"] if variant["amp"] else [])
 
 
 def layout(variant):
@@ -166,11 +193,55 @@ def flop_per_image(script, extra, channels, size, variant):
     return counter.total / (cycle * args.batch_size)
 
 
+KINDS = ("conv+matmul", "norm layers", "activations", "optimizer", "other")
+NORMS = ("batch_norm", "group_norm", "layer_norm", "instance_norm")  # not aten::norm (WGAN-GP's gradient norm)
+MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"}
+ACTIVATIONS = ("relu", "threshold", "clamp_min", "tanh", "sigmoid")  # ReLU(inplace) runs as clamp_min_
+
+
+def kind(event):
+    """Which part of a training step a profiled op is, or None for an op outside the timed steps."""
+    names, e = [], event
+    while e is not None:
+        names.append(e.name)
+        e = e.cpu_parent
+    if "train_step" not in names:
+        return None
+    name = event.name
+    return ("optimizer" if any(n.startswith("Optimizer.") for n in names)  # Adam's or RMSProp's step, zero_grad
+            else "conv+matmul" if "convolution" in name or name in MATMULS  # the ops FLOP per image counts
+            else "norm layers" if any(n in name for n in NORMS)
+            else "activations" if any(a in name for a in ACTIVATIONS)
+            else "other")  # losses, z, copies, autograd's and Python's own time (train_step's self time)
+
+
+def breakdown(script, extra, channels, size, variant, warmup, flop, steps=SYNC_EVERY):
+    """Where a bare loop's time goes, on the CPU: torch.profiler's self time of each op in `steps` steps after
+    `warmup`, summed by kind. -> ({kind: share}, GFLOP/s of the convolutions and matmuls alone, given the FLOP
+    per image). The profiler slows small ops, so "other" reads
+    a little high; the convolutions' share and speed are what show how close the step can come to the peak."""
+    from torch.profiler import ProfilerActivity, profile
+    BareRun.profile = True
+    try:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            args = run_bare(script, extra, channels, size, variant, warmup + steps, warmup)
+    finally:
+        BareRun.profile = False
+    times = dict.fromkeys(KINDS, 0.0)
+    for event in prof.events():
+        k = kind(event)
+        if k is not None:
+            times[k] += event.self_cpu_time_total / 1e6
+    total = sum(times.values())
+    return {k: t / total for k, t in times.items()}, flop * args.batch_size * steps / times["conv+matmul"] / 1e9
+
+
 def real_script(script, dataset, variant, data_root, out, epochs=1):
     """Whole epochs of the real script on real data: img/s, the share of wall time outside train_step, the run's
     start-up (main() up to its first step: dataset, models, imports; paid once per run), and the share outside
     train_step in the last epoch alone (with one epoch: after the start-up; with two, the steady state, once the
-    first grid, checkpoint and plot have paid for their imports)."""
+    first grid, checkpoint and plot have paid for their imports). On a GPU, train_step returns before the device
+    has done its work, so only the img/s is measured there (the run ends by reading the weights: a wait)."""
     mod = importlib.import_module(script)
     starts, inside, real_step = [], [], mod.train_step
 
@@ -188,9 +259,13 @@ def real_script(script, dataset, variant, data_root, out, epochs=1):
         mod.main(argv)
     end = time.perf_counter()
     last = len(starts) - len(starts) // epochs  # the first step of the last epoch
-    return {"script_img_s": len(starts) * args.batch_size / (end - t0), "outside_share": 1 - sum(inside) / (end - t0),
-            "script_wall_s": end - t0, "script_epochs": epochs, "startup_s": starts[0] - t0,
-            "outside_share_last_epoch": 1 - sum(inside[last:]) / (end - starts[last])}
+    row = {"script_img_s": len(starts) * args.batch_size / (end - t0), "script_wall_s": end - t0,
+           "script_epochs": epochs, "startup_s": starts[0] - t0, "outside_share": None,
+           "outside_share_last_epoch": None}
+    if DEVICE.type == "cpu":
+        row.update(outside_share=1 - sum(inside) / (end - t0),
+                   outside_share_last_epoch=1 - sum(inside[last:]) / (end - starts[last]))
+    return row
 
 
 def sweep(report, name, script, extra, channels, size, var, args):
@@ -218,8 +293,8 @@ def eval_speed(weights, modes, batch_size, images=300):
     --inception mode on MNIST-like 28x28 input, with each mode's error against the plain features; one 10k-sample
     FID against a cached reference is then 10000 / generator + 10000 / Inception + the compile time."""
     import eval as ev
-    device = torch.device("cpu")
-    G = importlib.import_module("dcgan").Generator(latent_dim=100, channels=1, image_size=32).eval()
+    device = DEVICE
+    G = importlib.import_module("dcgan").Generator(latent_dim=100, channels=1, image_size=32).eval().to(device)
     t0 = time.perf_counter()
     ev.generate(G, ev.latents(2000, 100, 0), None, device, 250)
     out = {"generator_img_s": 2000 / (time.perf_counter() - t0), "inception_batch": batch_size, "modes": {}}
@@ -259,6 +334,11 @@ def main():
                    "count from 1 to this machine's, and at half and twice the paper's batch size")
     p.add_argument("--tree", default=None, help="measure the scripts of another checkout (e.g. a git worktree of "
                    "the commit before a change); one from before the speed switches runs fp32 only")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"], help="where to measure (on a GPU "
+                   "the real-script rows give img/s only; --breakdown is CPU only)")
+    p.add_argument("--breakdown", action="store_true", help="also profile each bare loop (CPU): the share of its "
+                   "time in convolutions and matrix multiplies and their GFLOP/s, normalisation layers, "
+                   "activations, the optimizers and the rest")
     p.add_argument("--data-root", default="data")
     p.add_argument("--eval", action="store_true", help="also measure eval.py (needs --inception-weights)")
     p.add_argument("--inception-weights", default=None)
@@ -267,6 +347,13 @@ def main():
                    "(plain first: the others' feature error is against it)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    global DEVICE
+    try:
+        DEVICE = common.get_device(args.device)
+    except common.UserError as e:
+        p.error(str(e))
+    if args.breakdown and DEVICE.type != "cpu":
+        p.error("--breakdown profiles CPU time: use it with --device cpu")
     torch.manual_seed(0)
     variants = {"fp32": dict(amp=False, channels_last=False), "fp32-cl": dict(amp=False, channels_last=True),
                 "amp": dict(amp=True, channels_last=False), "amp-cl": dict(amp=True, channels_last=True),
@@ -274,8 +361,8 @@ def main():
                 "amp-compile": dict(amp=True, channels_last=True, compile=True)}
     chosen = [v.strip() for v in args.variants.split(",")] if NEW else ["fp32"]
     print(f"scripts from {HERE}", flush=True)
-    report = {"device": common.device_name(torch.device("cpu")), "torch": torch.__version__,
-              "bf16_native": getattr(common, "cpu_has_bf16", lambda: None)(), "rows": [], "sweep": []}
+    report = {"device": common.device_name(DEVICE), "torch": torch.__version__, "rows": [], "sweep": [],
+              "bf16_native": getattr(common, "cpu_has_bf16", lambda: None)() if DEVICE.type == "cpu" else None}
     report["peak_gflops_fp32"] = peak_gflops(torch.float32)
     report["peak_gflops_bf16"] = peak_gflops(torch.bfloat16)
     print(f"{report['device']}, torch {torch.__version__}; matmul 4096^2: {report['peak_gflops_fp32']:.0f} GFLOP/s "
@@ -298,9 +385,13 @@ def main():
                 if (not args.no_script and size == 32 and (v in args.script_variants.split(",") or not NEW)
                         and not var.get("compile")):
                     row.update(real_script(script, "mnist", var, args.data_root, out, args.script_epochs))
+                if args.breakdown:
+                    row["breakdown"], row["conv_matmul_gflop_s"] = breakdown(script, extra, channels, size, var,
+                                                                             args.warmup, flop)
                 report["rows"].append(row)
-                s = (f"{row['script_img_s']:>12.0f} {row['script_img_s'] / rate:>7.1%} {row['outside_share']:>7.1%} "
-                     f"{row['outside_share_last_epoch']:>8.1%} {row['startup_s']:>6.1f}"
+                share = lambda x, w: f"{x:>{w}.1%}" if x is not None else f"{'-':>{w}}"  # noqa: E731
+                s = (f"{row['script_img_s']:>12.0f} {row['script_img_s'] / rate:>7.1%} {share(row['outside_share'], 7)} "
+                     f"{share(row['outside_share_last_epoch'], 8)} {row['startup_s']:>6.1f}"
                      if "script_img_s" in row else f"{'-':>12} {'-':>7} {'-':>7} {'-':>8} {'-':>6}")
                 print(f"{name:<17} {v:<11} {flop / 1e6:>9.1f} {rate:>10.0f} {row['gflop_s']:>8.1f} "
                       f"{row['share_of_peak']:>6.0%} {s}"
@@ -308,6 +399,15 @@ def main():
                       flush=True)
             if args.sweep:
                 sweep(report, name, script, extra, channels, size, variants["fp32-cl"], args)
+    if args.breakdown:
+        print(f"where the bare loops' time goes (torch.profiler, {SYNC_EVERY} steps; the ops' self time by kind; "
+              "GFLOP/s and % peak of the convolutions and matrix multiplies alone):")
+        print(f"{'config':<17} {'variant':<11} " + " ".join(f"{k:>11}" for k in KINDS) + f" {'GFLOP/s':>8} {'% peak':>6}")
+        for row in (r for r in report["rows"] if "breakdown" in r):
+            peak = report["peak_gflops_bf16" if variants[row["variant"]]["amp"] else "peak_gflops_fp32"]
+            print(f"{row['config']:<17} {row['variant']:<11} "
+                  + " ".join(f"{row['breakdown'][k]:>11.1%}" for k in KINDS)
+                  + f" {row['conv_matmul_gflop_s']:>8.1f} {row['conv_matmul_gflop_s'] / peak:>6.0%}", flush=True)
     if args.eval:
         report["eval"] = e = eval_speed(args.inception_weights, args.inception.split(","), args.eval_batch_size)
         print(f"eval.py: generator {e['generator_img_s']:.0f} img/s; FID Inception, batch {e['inception_batch']}:")

@@ -1,0 +1,72 @@
+"""benchmarks/speed.py runs, and its figures hang together. Not a timed test: no figure is held to a target, only
+to the other figures of the same run."""
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEED = ROOT / "benchmarks" / "speed.py"
+
+
+def load_speed(monkeypatch):
+    """benchmarks/speed.py as a module; the environment variables it sets are put back after the test."""
+    for name in ("TQDM_DISABLE", "KINETO_LOG_LEVEL"):
+        monkeypatch.setenv(name, "1")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    spec = importlib.util.spec_from_file_location("speed", SPEED)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def event(name, parent=None):
+    return SimpleNamespace(name=name, cpu_parent=parent)
+
+
+def test_breakdown_sorts_profiled_ops_by_kind(monkeypatch):
+    speed = load_speed(monkeypatch)
+    step = event("train_step")
+    adam = event("Optimizer.step#Adam.step", step)
+    assert speed.kind(event("aten::convolution_backward", step)) == "conv+matmul"
+    assert speed.kind(event("aten::addmm", event("aten::linear", step))) == "conv+matmul"
+    assert speed.kind(event("aten::native_batch_norm_backward", step)) == "norm layers"
+    assert speed.kind(event("aten::native_group_norm", step)) == "norm layers"  # WGAN-GP's critic
+    assert speed.kind(event("aten::linalg_vector_norm", step)) == "other"  # its penalty's gradient norm
+    assert speed.kind(event("aten::clamp_min_", event("aten::relu_", step))) == "activations"  # ReLU(inplace)
+    assert speed.kind(event("aten::leaky_relu_backward", step)) == "activations"
+    assert speed.kind(event("aten::_fused_adam_", adam)) == "optimizer"
+    assert speed.kind(event("aten::mul_", adam)) == "optimizer"  # an unfused optimizer's element-wise ops
+    assert speed.kind(event("aten::binary_cross_entropy_with_logits", step)) == "other"
+    assert speed.kind(step) == "other"  # train_step's self time: Python's and autograd's own
+    assert speed.kind(event("aten::normal_", event("DCGAN init"))) is None  # outside the timed steps
+
+
+def test_speed_benchmark_runs_and_its_breakdown_adds_up(tmp_path):
+    out = tmp_path / "speed.json"
+    r = subprocess.run([sys.executable, str(SPEED), "--only", "dcgan", "--variants", "fp32-cl", "--no-script",
+                        "--warmup", "1", "--steps", "2", "--seconds", "0.01", "--breakdown", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    (row,) = report["rows"]
+    assert row["config"] == "dcgan" and row["variant"] == "fp32-cl"
+    assert row["bare_img_s"] > 0 and row["flop_per_image"] > 1e8  # DCGAN at 32x32: hundreds of MFLOP per image
+    assert abs(row["gflop_s"] - row["flop_per_image"] * row["bare_img_s"] / 1e9) < 1e-6 * row["gflop_s"]
+    shares = row["breakdown"]
+    assert set(shares) == {"conv+matmul", "norm layers", "activations", "optimizer", "other"}
+    assert abs(sum(shares.values()) - 1) < 1e-9 and all(v > 0 for v in shares.values())
+    assert max(shares, key=shares.get) == "conv+matmul"  # a DCGAN step is mostly its convolutions
+    assert row["conv_matmul_gflop_s"] > 0
+    assert "where the bare loops' time goes" in r.stdout
+
+
+def test_speed_benchmark_refuses_what_it_cannot_measure(tmp_path):
+    """One line and exit 2: no CUDA here (or, on a GPU machine, --breakdown is CPU only)."""
+    r = subprocess.run([sys.executable, str(SPEED), "--device", "cuda", "--breakdown"], capture_output=True,
+                       text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 2
+    assert "error: --device cuda: no CUDA GPU" in r.stderr or "error: --breakdown profiles CPU time" in r.stderr
+    assert "Traceback" not in r.stderr
