@@ -37,10 +37,9 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 os.environ.setdefault("TQDM_DISABLE", "1")  # the scripts' and eval.py's progress bars: only this script's lines
 os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # and torch.profiler's (--breakdown) start/stop log lines
+import torch  # noqa: E402 (after the variables: importing torch imports tqdm, which reads its own then)
 HERE = Path(__file__).resolve().parent.parent
 if "--tree" in sys.argv:  # measure another checkout (the code before a change) with this same benchmark
     HERE = Path(sys.argv[sys.argv.index("--tree") + 1]).resolve()
