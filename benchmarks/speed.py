@@ -217,8 +217,8 @@ def kind(event):
 def breakdown(script, extra, channels, size, variant, warmup, flop, steps=SYNC_EVERY):
     """Where a bare loop's time goes, on the CPU: torch.profiler's self time of each op in `steps` steps after
     `warmup`, summed by kind. -> ({kind: share}, GFLOP/s of the convolutions and matmuls alone, given the FLOP
-    per image). The profiler slows small ops, so "other" reads
-    a little high; the convolutions' share and speed are what show how close the step can come to the peak."""
+    per image). The profiler slows small ops, so "other" reads a little high; the convolutions' share and speed
+    are what show how close the step can come to the peak."""
     from torch.profiler import ProfilerActivity, profile
     BareRun.profile = True
     try:
@@ -388,9 +388,9 @@ def main():
                     row["breakdown"], row["conv_matmul_gflop_s"] = breakdown(script, extra, channels, size, var,
                                                                              args.warmup, flop)
                 report["rows"].append(row)
-                share = lambda x, w: f"{x:>{w}.1%}" if x is not None else f"{'-':>{w}}"  # noqa: E731
-                s = (f"{row['script_img_s']:>12.0f} {row['script_img_s'] / rate:>7.1%} {share(row['outside_share'], 7)} "
-                     f"{share(row['outside_share_last_epoch'], 8)} {row['startup_s']:>6.1f}"
+                s = (f"{row['script_img_s']:>12.0f} {row['script_img_s'] / rate:>7.1%} "
+                     f"{percent(row['outside_share'], 7)} {percent(row['outside_share_last_epoch'], 8)} "
+                     f"{row['startup_s']:>6.1f}"
                      if "script_img_s" in row else f"{'-':>12} {'-':>7} {'-':>7} {'-':>8} {'-':>6}")
                 print(f"{name:<17} {v:<11} {flop / 1e6:>9.1f} {rate:>10.0f} {row['gflop_s']:>8.1f} "
                       f"{row['share_of_peak']:>6.0%} {s}"
@@ -401,7 +401,8 @@ def main():
     if args.breakdown:
         print(f"where the bare loops' time goes (torch.profiler, {SYNC_EVERY} steps; the ops' self time by kind; "
               "GFLOP/s and % peak of the convolutions and matrix multiplies alone):")
-        print(f"{'config':<17} {'variant':<11} " + " ".join(f"{k:>11}" for k in KINDS) + f" {'GFLOP/s':>8} {'% peak':>6}")
+        print(f"{'config':<17} {'variant':<11} " + " ".join(f"{k:>11}" for k in KINDS)
+              + f" {'GFLOP/s':>8} {'% peak':>6}")
         for row in (r for r in report["rows"] if "breakdown" in r):
             peak = report["peak_gflops_bf16" if variants[row["variant"]]["amp"] else "peak_gflops_fp32"]
             print(f"{row['config']:<17} {row['variant']:<11} "
@@ -417,6 +418,11 @@ def main():
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         print(f"json: {args.json}")
+
+
+def percent(x, width):
+    """x as a right-aligned percentage, or '-' where it was not measured (None)."""
+    return f"{'-':>{width}}" if x is None else f"{x:>{width}.1%}"
 
 
 @contextlib.contextmanager
