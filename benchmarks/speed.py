@@ -37,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # the scripts' and eval.py's progress bars: only this script's lines
+os.environ.setdefault("TQDM_DISABLE", "1")  # eval.py's progress bars (a script's own bar still shows its epoch)
 os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # and torch.profiler's (--breakdown) start/stop log lines
 import torch  # noqa: E402 (after the variables: importing torch imports tqdm, which reads its own then)
 HERE = Path(__file__).resolve().parent.parent
