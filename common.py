@@ -289,7 +289,7 @@ def fast_dropout(module):
     """nn.Dropout's forward with its keep-mask drawn as uniform >= p: the same Bernoulli(1 - p) mask and 1/(1 - p)
     scale, but torch.rand is several times faster on the CPU than the bernoulli_ that F.dropout calls there
     (pytorch/pytorch#138199; torch.compile's inductor draws dropout masks this way too). The MLP GAN's three
-    dropout layers were a quarter of its step on the CPU (benchmarks/speed.py --breakdown). Eval mode: identity."""
+    dropout layers' bernoulli_ was a quarter of its step on the CPU (torch.profiler). Eval mode: identity."""
     p = module.p
 
     def forward(x):
