@@ -282,7 +282,6 @@ def sync_batchnorm(model, device):
 
 # ------------------------------------------------------------------------------------------------------------ speed
 CHANNELS_LAST = True  # convolutions in NHWC on CPU and CUDA: faster for every conv script (benchmarks/speed.py)
-FAST_DROPOUT = True  # see fast_dropout
 
 
 def fast_dropout(module):
@@ -319,7 +318,7 @@ def speed_up(model, args, device):
     if CHANNELS_LAST and convolutional and device.type in ("cpu", "cuda"):
         model.to(memory_format=torch.channels_last)
         layout = torch.channels_last
-    if FAST_DROPOUT and device.type == "cpu":
+    if device.type == "cpu":
         for m in model.modules():
             if isinstance(m, torch.nn.Dropout) and 0 < m.p < 1 and not m.inplace:
                 m.forward = fast_dropout(m)

@@ -34,6 +34,7 @@ import importlib
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -369,7 +370,7 @@ def main():
     print(f"{'config':<17} {'variant':<11} {'MFLOP/img':>9} {'bare img/s':>10} {'GFLOP/s':>8} {'% peak':>6} "
           f"{'script img/s':>12} {'vs bare':>7} {'outside':>7} {'last ep':>8} {'start':>6}", flush=True)
     only = args.only.split(",")
-    with tempfile_dir() as out:
+    with tempfile.TemporaryDirectory(prefix="ganzoo-speed-", ignore_cleanup_errors=True) as out:
         for name, script, extra, channels, size in CONFIGS:
             if name not in only:
                 continue
@@ -423,17 +424,6 @@ def main():
 def percent(x, width):
     """x as a right-aligned percentage, or '-' where it was not measured (None)."""
     return f"{'-':>{width}}" if x is None else f"{x:>{width}.1%}"
-
-
-@contextlib.contextmanager
-def tempfile_dir():
-    import shutil
-    import tempfile
-    d = tempfile.mkdtemp(prefix="ganzoo-speed-")
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":
