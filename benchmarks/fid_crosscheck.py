@@ -91,20 +91,21 @@ def main():
     if args.ckpt:
         ck = common.load_checkpoint(args.ckpt)
         ref = args.ref or str(HERE.parent / "shared/fid" / f"{ck['data']['dataset']}-test-10k.npz")
-        work = Path(tempfile.mkdtemp(prefix="ganzoo-crosscheck-"))
-        common_args = ["--ckpt", args.ckpt, "--n", str(args.n), "--seed", str(args.seed), "--device", args.device,
-                       "--batch-size", str(args.batch_size)]
-        _, t_save = run([sys.executable, HERE / "eval.py", *common_args, "--save-dir", work / "samples"])
-        _, t_ours = run([sys.executable, HERE / "eval.py", *common_args, "--metrics", "fid", "--ref", ref,
-                         "--inception-weights", weights, "--json", work / "ganzoo.json"])
-        ours = json.loads((work / "ganzoo.json").read_text())[0]["fid"]
-        hub = work / "torch_home" / "hub" / "checkpoints"  # pytorch-fid finds the weights in torch.hub's cache
-        hub.mkdir(parents=True)
-        (hub / ev.WEIGHTS_NAME).symlink_to(weights)
-        env = {**os.environ, "TORCH_HOME": str(work / "torch_home")}
-        out, t_theirs = run([sys.executable, "-m", "pytorch_fid", work / "samples", ref, "--device", args.device,
-                             "--batch-size", str(args.batch_size)], env=env)
-        theirs = float(re.search(r"FID:\s*([0-9.eE+-]+)", out).group(1))
+        with tempfile.TemporaryDirectory(prefix="ganzoo-crosscheck-") as tmp:  # 10k PNGs: removed afterwards
+            work = Path(tmp)
+            common_args = ["--ckpt", args.ckpt, "--n", str(args.n), "--seed", str(args.seed), "--device", args.device,
+                           "--batch-size", str(args.batch_size)]
+            _, t_save = run([sys.executable, HERE / "eval.py", *common_args, "--save-dir", work / "samples"])
+            _, t_ours = run([sys.executable, HERE / "eval.py", *common_args, "--metrics", "fid", "--ref", ref,
+                             "--inception-weights", weights, "--json", work / "ganzoo.json"])
+            ours = json.loads((work / "ganzoo.json").read_text())[0]["fid"]
+            hub = work / "torch_home" / "hub" / "checkpoints"  # pytorch-fid finds the weights in torch.hub's cache
+            hub.mkdir(parents=True)
+            (hub / ev.WEIGHTS_NAME).symlink_to(weights)
+            env = {**os.environ, "TORCH_HOME": str(work / "torch_home")}
+            out, t_theirs = run([sys.executable, "-m", "pytorch_fid", work / "samples", ref, "--device", args.device,
+                                 "--batch-size", str(args.batch_size)], env=env)
+            theirs = float(re.search(r"FID:\s*([0-9.eE+-]+)", out).group(1))
         diff = abs(ours - theirs) / theirs
         print(f"checkpoint   {args.ckpt} (epoch {ck['epoch']}), N = {args.n}, seed {args.seed}, reference {ref}")
         print(f"eval.py      FID {ours:.4f}   ({t_ours:.0f} s; eval.py --save-dir took {t_save:.0f} s)")

@@ -24,11 +24,11 @@ def main():
     p.add_argument("--images", type=int, default=200, help="images per setting")
     args = p.parse_args()
     from pytorch_fid.inception import InceptionV3
-    hub = tempfile.mkdtemp()
-    os.makedirs(f"{hub}/checkpoints")
-    os.symlink(Path(args.inception_weights).resolve(), f"{hub}/checkpoints/{ev.WEIGHTS_NAME}")
-    torch.hub.set_dir(hub)
-    model = InceptionV3([3]).eval()
+    with tempfile.TemporaryDirectory() as hub:  # pytorch-fid finds the weights in torch.hub's cache
+        os.makedirs(f"{hub}/checkpoints")
+        os.symlink(Path(args.inception_weights).resolve(), f"{hub}/checkpoints/{ev.WEIGHTS_NAME}")
+        torch.hub.set_dir(hub)
+        model = InceptionV3([3]).eval()
     x = torch.rand(args.images, 1, 28, 28, generator=torch.Generator().manual_seed(0)).expand(-1, 3, -1, -1)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     reference = None

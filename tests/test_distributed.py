@@ -8,7 +8,6 @@ import gc
 import os
 import subprocess
 import sys
-import tempfile
 
 import pytest
 import torch
@@ -94,11 +93,11 @@ def models(script):
     return G, D, opt_G, opt_D, args
 
 
-def one_step(script, rank, world):
+def one_step(script, rank, world, out):
     """One train_step (with a G update) on this rank's slice of a fixed global batch. -> grads, weights, stats and
     the number of all-reduces of G's and D's gradients (counted by a DDP comm hook)."""
     G, D, opt_G, opt_D, args = models(script)
-    args.out, args.batch_size = tempfile.mkdtemp(), B
+    args.out, args.batch_size = out, B
     data = common.Data("x", 1, 32, 28, "pad", [], torch.zeros(B, dtype=torch.long),
                        images=torch.zeros(B, 1, 32, 32, dtype=torch.uint8))
     run = common.Run(args, data, G, D, opt_G, opt_D, {}, torch.device("cpu"))  # as the scripts: BatchNorm synced
@@ -128,7 +127,7 @@ def worker(rank, script_name, path, out):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=WORLD)
     script = {m.__name__: m for m in SCRIPTS}[script_name]
-    result = one_step(script, rank, WORLD)
+    result = one_step(script, rank, WORLD, f"{out}.run{rank}")
     # the logged figures, averaged over the ranks as Run._read does
     stats = torch.tensor(list(result[2].values()))
     dist.all_reduce(stats)
@@ -140,7 +139,7 @@ def worker(rank, script_name, path, out):
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=ids)
 def test_two_processes_compute_the_gradients_of_one(script, tmp_path):
-    grads1, weights1, stats1, _ = one_step(script, 0, 1)
+    grads1, weights1, stats1, _ = one_step(script, 0, 1, str(tmp_path / "run"))
     mp.spawn(worker, args=(script.__name__, str(tmp_path / "pg"), str(tmp_path / "out")), nprocs=WORLD)
     results = [torch.load(tmp_path / f"out.{r}", weights_only=True) for r in range(WORLD)]
     for grads, params, stats, counts in results:
