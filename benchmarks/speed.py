@@ -197,6 +197,7 @@ KINDS = ("conv+matmul", "norm layers", "activations", "optimizer", "other")
 NORMS = ("batch_norm", "group_norm", "layer_norm", "instance_norm")  # not aten::norm (WGAN-GP's gradient norm)
 MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"}
 ACTIVATIONS = ("relu", "threshold", "clamp_min", "tanh", "sigmoid")  # ReLU(inplace) runs as clamp_min_
+PROFILE_STEPS = 10  # --breakdown: the steps profiled after the warm-up
 
 
 def kind(event):
@@ -215,7 +216,7 @@ def kind(event):
             else "other")  # losses, z, copies, autograd's and Python's own time (train_step's self time)
 
 
-def breakdown(script, extra, channels, size, variant, warmup, flop, steps=SYNC_EVERY):
+def breakdown(script, extra, channels, size, variant, warmup, flop, steps=PROFILE_STEPS):
     """Where a bare loop's time goes, on the CPU: torch.profiler's self time of each op in `steps` steps after
     `warmup`, summed by kind. -> ({kind: share}, GFLOP/s of the convolutions and matmuls alone, given the FLOP
     per image). The profiler slows small ops, so "other" reads a little high; the convolutions' share and speed
@@ -400,7 +401,7 @@ def main():
             if args.sweep:
                 sweep(report, name, script, extra, channels, size, variants["fp32-cl"], args)
     if args.breakdown:
-        print(f"where the bare loops' time goes (torch.profiler, {SYNC_EVERY} steps; the ops' self time by kind; "
+        print(f"where the bare loops' time goes (torch.profiler, {PROFILE_STEPS} steps; the ops' self time by kind; "
               "GFLOP/s and % peak of the convolutions and matrix multiplies alone):")
         print(f"{'config':<17} {'variant':<11} " + " ".join(f"{k:>11}" for k in KINDS)
               + f" {'GFLOP/s':>8} {'% peak':>6}")
