@@ -298,6 +298,25 @@ def find_weights(path=None):
     return cached if cached.is_file() else None
 
 
+def inception_v3(path=None):
+    """pytorch-fid's FID Inception up to pool3, in training mode. path: its weights file, shown to pytorch-fid where
+    it looks for its download (a private torch.hub dir, so the user's own is left alone); None: pytorch-fid finds
+    them in torch.hub's cache or downloads them there."""
+    from pytorch_fid.inception import InceptionV3
+    if path is None:
+        return InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
+    import tempfile
+    hub = torch.hub.get_dir()
+    with tempfile.TemporaryDirectory(prefix="ganzoo-hub-") as tmp:
+        os.makedirs(os.path.join(tmp, "checkpoints"))
+        os.symlink(Path(path).resolve(), os.path.join(tmp, "checkpoints", WEIGHTS_NAME))
+        torch.hub.set_dir(tmp)
+        try:
+            return InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
+        finally:
+            torch.hub.set_dir(hub)
+
+
 def feature_extractor(weights, device, mode="plain"):
     """-> (f, name, classifier): f maps float (B, 3, H, W) in [0, 1] to pool3 features (B, 2048), exactly as
     pytorch-fid (bilinear resize to 299, 2x - 1, the FID Inception); name identifies the network (and, for bf16,
@@ -305,20 +324,13 @@ def feature_extractor(weights, device, mode="plain"):
     or None when the weights file has none (FID-only files such as ../shared/fid's fill it with NaN).
     mode: one of INCEPTION_MODES (see --inception)."""
     try:
-        import pytorch_fid
-        from pytorch_fid.inception import InceptionV3
+        import pytorch_fid.inception  # what inception_v3 builds the network from
     except ImportError:
         raise common.UserError("--metrics needs pytorch-fid: pip install pytorch-fid") from None
     path = find_weights(weights)
     hub = torch.hub.get_dir()
     try:
-        if path is not None:  # show pytorch-fid the file where it looks for its download, in a private hub dir
-            import tempfile
-            tmp = tempfile.mkdtemp(prefix="ganzoo-hub-")
-            os.makedirs(os.path.join(tmp, "checkpoints"))
-            os.symlink(path.resolve(), os.path.join(tmp, "checkpoints", WEIGHTS_NAME))
-            torch.hub.set_dir(tmp)
-        model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
+        model = inception_v3(path)
     except Exception as e:
         if path is not None:  # a file that is not the network's state dict: wrong keys, not a torch file...
             raise common.UserError(f"{path} is not the FID Inception state dict ({type(e).__name__})") from None
@@ -326,11 +338,6 @@ def feature_extractor(weights, device, mode="plain"):
         raise common.UserError(f"FID Inception weights not found and not downloadable ({type(e).__name__}): put "
                                f"{WEIGHTS_NAME} at {where}, or pass --inception-weights PATH (or set "
                                f"${WEIGHTS_ENV})") from None
-    finally:
-        torch.hub.set_dir(hub)
-        if path is not None:
-            import shutil
-            shutil.rmtree(tmp, ignore_errors=True)
     path = path or Path(hub) / "checkpoints" / WEIGHTS_NAME  # pytorch-fid has just downloaded it there
     model = model.eval().to(device, memory_format=torch.channels_last)
     name = f"pytorch-fid-{pytorch_fid.__version__}-pool3-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"

@@ -7,7 +7,6 @@ features as the default one, to float rounding.
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,12 +22,7 @@ def main():
                    required=ev.WEIGHTS_ENV not in os.environ)
     p.add_argument("--images", type=int, default=200, help="images per setting")
     args = p.parse_args()
-    from pytorch_fid.inception import InceptionV3
-    with tempfile.TemporaryDirectory() as hub:  # pytorch-fid finds the weights in torch.hub's cache
-        os.makedirs(f"{hub}/checkpoints")
-        os.symlink(Path(args.inception_weights).resolve(), f"{hub}/checkpoints/{ev.WEIGHTS_NAME}")
-        torch.hub.set_dir(hub)
-        model = InceptionV3([3]).eval()
+    model = ev.inception_v3(args.inception_weights).eval()
     x = torch.rand(args.images, 1, 28, 28, generator=torch.Generator().manual_seed(0)).expand(-1, 3, -1, -1)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     reference = None
