@@ -1,14 +1,16 @@
-"""Shared plumbing for the ganzoo scripts: arguments, device, seeding, data, batching, grids, checkpoints, logging.
+"""Shared plumbing for the ganzoo scripts: arguments, device, seeding, data, grids, checkpoints, logging.
 
-Nothing here is a model or a loss: what a reader came to learn stays in the architecture file.
-The one object a training script talks to is `Run` (at the bottom): it refuses or resumes a run, yields
-batches, logs, samples the fixed-noise grid and writes checkpoints, so the script's loop stays
+Nothing here is a model or a loss: what a reader came to learn stays in the architecture file. The one object a
+training script talks to is `Run` (at the bottom): it refuses or resumes a run, yields batches, logs, samples the
+fixed-noise grid and writes checkpoints, so that the script's loop stays
 
     for real, labels in run.batches():
         run.log(train_step(...))
+
+Several processes (torchrun) are parallel.py's business; a run in one process never imports it.
 """
 import argparse
-import gc
+import dataclasses
 import gzip
 import hashlib
 import math
@@ -28,6 +30,7 @@ DATASETS = ("mnist", "fashion-mnist", "cifar10", "folder")
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 RAM_BUDGET = 4 * 2**30  # bytes: a dataset whose uint8 tensor fits is decoded once and batched from memory
 LOG_EVERY = 25  # steps between reads of the logged figures (each read waits for a GPU to catch up)
+CHANNELS_LAST = True  # convolutions in NHWC on CPU and CUDA: the same maths, faster (docs/speed.md)
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -43,15 +46,12 @@ def cli(main):
     """Run main() and turn user errors into one line on stderr and a non-zero exit."""
     try:
         main()
-        if _joined():
-            # free DDP's wrappers (they can sit in reference cycles) while the process group lives: torn down after
-            # it, at exit, they can abort the process (std::terminate; seen in tests/test_distributed.py's workers)
-            gc.collect()
-            torch.distributed.destroy_process_group()
+        if world()[1] > 1:
+            import parallel
+            parallel.close()
     except UserError as e:
-        if rank() > 0:  # under torchrun every process meets the same error: rank 0 says it
-            sys.exit(e.code)
-        print(f"error: {e}", file=sys.stderr)
+        if world()[0] == 0:  # under torchrun every process meets the same error: rank 0 says it
+            print(f"error: {e}", file=sys.stderr)
         sys.exit(e.code)
     except KeyboardInterrupt:
         print("interrupted: checkpoints already written are intact (continue with --resume)", file=sys.stderr)
@@ -59,61 +59,51 @@ def cli(main):
 
 
 # ----------------------------------------------------------------------------------------------------------- arguments
-def positive_int(s):
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{s!r} is not an integer")
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"{s!r} must be > 0")
-    return v
+def positive(kind):
+    """An argparse type: a number of this kind (int or float), finite and > 0."""
+    def parse(s):
+        try:
+            v = kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s!r} is not {'an integer' if kind is int else 'a number'}")
+        if not (v > 0 and math.isfinite(v)):
+            raise argparse.ArgumentTypeError(f"{s!r} must be > 0")
+        return v
+    return parse
 
 
-def positive_float(s):
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{s!r} is not a number")
-    if not (v > 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"{s!r} must be a positive number")
-    return v
+positive_int, positive_float = positive(int), positive(float)
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """--help shows '(default: X)' where there is a value to show and the help text does not already say it."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False or "default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
-def arg_parser(doc, *, lr, batch_size, latent_dim=100, epochs=25):
-    """The command-line contract every training script shares; each script passes its paper's defaults."""
-    p = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=HelpFormatter)
+def arg_parser(doc, *, lr, batch_size, d_steps, latent_dim=100, epochs=25):
+    """The command line every training script shares; each script passes its paper's defaults."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", choices=DATASETS, default="mnist", help="training data")
     p.add_argument("--data-root", default="data", help="where the dataset lives (or is downloaded to); "
                    "for --dataset folder: the image folder itself")
-    p.add_argument("--image-size", type=int, default=None, help="32 or 64 (default: 32 for mnist, fashion-mnist "
-                   "and cifar10, 64 for folder)")
+    p.add_argument("--image-size", type=int, default=None, help="32 or 64; None: 32 for mnist, fashion-mnist and "
+                   "cifar10, 64 for folder")
     p.add_argument("--epochs", type=positive_int, default=epochs, help="passes over the training set")
     p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many steps in all "
                    "(smoke runs); a checkpoint is written where it stops")
     p.add_argument("--batch-size", type=positive_int, default=batch_size, help="images per step")
     p.add_argument("--lr", type=positive_float, default=lr, help="learning rate")
     p.add_argument("--latent-dim", type=positive_int, default=latent_dim, help="size of z")
+    p.add_argument("--d-steps", type=positive_int, default=d_steps, help="D updates per G update: k in the GAN "
+                   "paper's Algorithm 1, n_critic in the WGANs', n_dis in SNGAN's")
     p.add_argument("--conditional", action="store_true", help="class-conditional: G and D both get the label")
     p.add_argument("--seed", type=int, default=0, help="random seed (weights, noise, data order)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
                    help="auto: cuda, then mps, then cpu")
     p.add_argument("--out", default=".", help="root for models/, results/ and runs/")
-    p.add_argument("--name", default=None, help="run name (default <arch>_<dataset>, _cond when conditional)")
+    p.add_argument("--name", default=None, help="run name; None: <arch>_<dataset>, _cond when conditional")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                    help="continue the run from its last checkpoint, or from the checkpoint given")
     p.add_argument("--sample-every", type=int, default=0, metavar="N", help="also save a grid every N steps (0: off)")
     p.add_argument("--tensorboard", action="store_true", help="also log to <out>/runs/<name> (needs tensorboard)")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes (decoding folders, streaming)")
-    p.add_argument("--amp", action="store_true", help="bfloat16 autocast in G's and D's forward passes: faster on "
+    p.add_argument("--amp", action="store_true", help="G's and D's forward passes in bfloat16 (autocast): faster on "
                    "CUDA and on CPUs with AVX-512 BF16 or AMX; the losses stay float32")
     return p
 
@@ -157,47 +147,47 @@ def _resume_args(args):
 
 # ------------------------------------------------------------------------------------------------------ device, seeds
 def get_device(name="auto"):
-    """The device this process trains on. Under torchrun (WORLD_SIZE > 1 in the environment) it also joins the
-    process group: nccl on cuda:LOCAL_RANK, gloo on the CPU."""
-    device = _pick_device(name)
-    if world_size() > 1:
-        device = init_distributed(device)
-    return device
-
-
-def _pick_device(name):
+    """The device this process trains on. Under torchrun (WORLD_SIZE > 1) it also joins the process group."""
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        name = "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA GPU is visible to PyTorch (use --device auto or cpu)", 2)
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    if name == "mps" and not mps:
         raise UserError("--device mps: Apple MPS is not available here (use --device auto or cpu)", 2)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import parallel
+        return parallel.init(torch.device(name))
     return torch.device(name)
 
 
+def world():
+    """(this process's rank, the number of processes): (0, 1) unless torchrun started several."""
+    joined = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return (torch.distributed.get_rank(), torch.distributed.get_world_size()) if joined else (0, 1)
+
+
 def device_name(device):
-    """What a result was measured on, e.g. 'cuda: NVIDIA H100 80GB HBM3' or 'cpu: Intel Xeon ... (2 threads)'."""
+    """What a result was measured on, e.g. 'cuda: NVIDIA H100 80GB HBM3' or 'cpu: AMD EPYC (2 threads)'."""
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
     if device.type == "mps":
         return "mps: Apple GPU"
-    model = ""
-    try:
-        model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "")
-    except OSError:
-        import platform
-        model = platform.processor()
+    model = _cpuinfo("model name")
     return f"cpu: {model or 'unknown'} ({torch.get_num_threads()} threads)"
+
+
+def _cpuinfo(field):
+    try:
+        return next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith(field)), None)
+    except OSError:
+        return None
 
 
 def seed_everything(seed):
     # + rank: under torchrun each process draws its own z (the same z on every process would repeat each fake image
     # world_size times in the global batch); the weights still start equal, as DDP copies rank 0's to the others
-    torch.manual_seed(seed + rank())  # also seeds every CUDA device
+    torch.manual_seed(seed + world()[0])  # also seeds every CUDA device
 
 
 def rng_state():
@@ -205,131 +195,9 @@ def rng_state():
 
 
 def set_rng_state(state):
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())
     if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ------------------------------------------------------------------------------------------------------ distributed
-def _joined():
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def world_size():
-    """Processes in this run: the process group's size once joined, else torchrun's WORLD_SIZE, else 1."""
-    return torch.distributed.get_world_size() if _joined() else int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def rank():
-    return torch.distributed.get_rank() if _joined() else 0
-
-
-def init_distributed(device):
-    """Join torchrun's process group (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT from its environment)."""
-    import torch.distributed as dist
-    if device.type == "mps":
-        raise UserError("torchrun: several processes train on CUDA GPUs (nccl) or the CPU (gloo), not on MPS", 2)
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return device
-
-
-class AllReduceSum(torch.autograd.Function):
-    """The sum over the processes. Each process's loss depends on every process's input through it, so its gradient
-    is the sum over the processes of their gradients (as in torch's SyncBatchNorm)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        x = x.clone()
-        torch.distributed.all_reduce(x)
-        return x
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad = grad.clone()
-        torch.distributed.all_reduce(grad)
-        return grad
-
-
-def sync_batchnorm(model, device):
-    """Under torchrun, BatchNorm normalises with the statistics of the whole global batch, as one process does, so
-    that N processes compute the gradient of the same loss as one. CUDA: torch's SyncBatchNorm; the CPU (which it
-    does not support): the same computation, two differentiable all-reduces per layer. Same state_dict either way."""
-    if device.type == "cuda":
-        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    for bn in model.modules():
-        if isinstance(bn, torch.nn.BatchNorm2d):
-            def forward(x, bn=bn):
-                if not bn.training:
-                    return type(bn).forward(bn, x)
-                dims, n = [0, 2, 3], x.numel() // x.size(1) * world_size()  # every process has an equal share
-                mean = AllReduceSum.apply(x.sum(dims)) / n  # (C,)
-                centred = x - mean[None, :, None, None]
-                var = AllReduceSum.apply((centred * centred).sum(dims)) / n  # biased, as BatchNorm normalises with
-                with torch.no_grad():  # the running statistics take the unbiased variance, as BatchNorm's do
-                    bn.num_batches_tracked += 1
-                    m = bn.momentum if bn.momentum is not None else 1 / float(bn.num_batches_tracked)
-                    bn.running_mean.mul_(1 - m).add_(m * mean)
-                    bn.running_var.mul_(1 - m).add_(m * var * n / (n - 1))
-                y = centred * torch.rsqrt(var + bn.eps)[None, :, None, None]
-                return y * bn.weight[None, :, None, None] + bn.bias[None, :, None, None] if bn.affine else y
-            bn.forward = forward
-    return model
-
-
-# ------------------------------------------------------------------------------------------------------------ speed
-CHANNELS_LAST = True  # convolutions in NHWC on CPU and CUDA: faster for every conv script (benchmarks/speed.py)
-
-
-def fast_dropout(module):
-    """nn.Dropout's forward with its keep-mask drawn as uniform >= p: the same Bernoulli(1 - p) mask and 1/(1 - p)
-    scale, but torch.rand is several times faster on the CPU than the bernoulli_ that F.dropout calls there
-    (pytorch/pytorch#138199; torch.compile's inductor draws dropout masks this way too). The MLP GAN's three
-    dropout layers' bernoulli_ was a quarter of its step on the CPU (torch.profiler). Eval mode: identity."""
-    p = module.p
-
-    def forward(x):
-        if not module.training:
-            return x
-        keep = torch.rand_like(x, dtype=torch.float32) >= p  # float32 draws even under --amp: P(keep) = 1 - p
-        return x * (keep.to(x.dtype) * (1 / (1 - p)))
-    return forward
-
-
-def cpu_has_bf16():
-    """True where the CPU computes bfloat16 natively (AVX-512 BF16 or AMX); None where it cannot be told."""
-    try:
-        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return None
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def speed_up(model, args, device):
-    """In place, so the script's G and D (and their optimizers) stay the same objects: convolutional nets go to
-    channels_last, dropout on the CPU draws its mask as uniform >= p (fast_dropout), and with --amp their forward
-    passes run under bfloat16 autocast and return float32, so that every loss (and the gradient penalty's norm) is
-    computed in float32. -> the memory format of input batches."""
-    convolutional = any(isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) for m in model.modules())
-    layout = torch.contiguous_format
-    if CHANNELS_LAST and convolutional and device.type in ("cpu", "cuda"):
-        model.to(memory_format=torch.channels_last)
-        layout = torch.channels_last
-    if device.type == "cpu":
-        for m in model.modules():
-            if isinstance(m, torch.nn.Dropout) and 0 < m.p < 1 and not m.inplace:
-                m.forward = fast_dropout(m)
-    if args.amp:
-        forward = model.forward
-
-        def autocast_forward(*a, **k):
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                return forward(*a, **k).float()
-        model.forward = autocast_forward
-    return layout
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 # ------------------------------------------------------------------------------------------------------------- data
@@ -386,14 +254,13 @@ def load_dataset(name, root, image_size, split="train", conditional=False, ram_b
         images = images.unsqueeze(1)  # (N, 1, 28, 28)
     elif name == "cifar10":
         folder = next((r / split for r in (root, root / "cifar10-jpg") if _has_class_dirs(r / split)), None)
-        if folder is not None:  # an image-folder copy, e.g. the JPEG export laid out by ../shared/data/unpack.sh
-            return _load_folder(folder, 32 if image_size is None else image_size, conditional, ram_budget, workers,
-                                name="cifar10", native=32)
+        if folder is not None:  # an image-folder copy, e.g. a JPEG export
+            return _load_folder(folder, image_size or 32, conditional, ram_budget, workers, name="cifar10", native=32)
         images, labels, classes, source = _load_cifar10(root, split)
     elif name == "folder":
         if split != "train":
             raise UserError("--dataset folder has no test split: give the reference folder itself", 2)
-        return _load_folder(root, 64 if image_size is None else image_size, conditional, ram_budget, workers)
+        return _load_folder(root, image_size or 64, conditional, ram_budget, workers)
     else:
         raise UserError(f"unknown dataset {name!r}: choose from {', '.join(DATASETS)}", 2)
     native = images.shape[-1]
@@ -579,27 +446,28 @@ def epoch_order(n, seed, epoch):
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
-# ----------------------------------------------------------------------------------------------------- grids, GIFs
+# --------------------------------------------------------------------------------------------------- grids and plots
 def save_grid(images, path, nrow=8, row_labels=None, title=None):
-    """images in [-1, 1]; row_labels: one string per row, drawn in a left margin; title drawn on top."""
-    from PIL import Image, ImageDraw
+    """images in [-1, 1] -> a PNG grid (torchvision's make_grid), upscaled to at least 400 px wide so that 28-32 px
+    images are readable; row_labels: one string per row (lines split by \\n) in a left margin; title: on top."""
+    from PIL import Image, ImageDraw, ImageFont
     from torchvision.utils import make_grid
-    grid = make_grid(images.detach().float().cpu().clamp(-1, 1), nrow=nrow, padding=2, normalize=True,
-                     value_range=(-1, 1), pad_value=1.0)
+    grid = make_grid(images.detach().float().cpu(), nrow=nrow, normalize=True, value_range=(-1, 1), pad_value=1)
     grid = Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy())
-    scale = -(-400 // grid.width)  # small grids (28-32 px images) are upscaled to >= 400 px wide, to be readable
-    grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST) if scale > 1 else grid
-    left = 8 + 7 * max((len(s) for s in row_labels), default=0) if row_labels else 0
-    top = 14 if title else 0
+    scale = -(-400 // grid.width)
+    grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
+    font = ImageFont.load_default(size=15)
+    measure = ImageDraw.Draw(grid).multiline_textbbox
+    left = 10 + max(measure((0, 0), s, font=font)[2] for s in row_labels) if row_labels else 0
+    top = 24 if title else 0
     canvas = Image.new("RGB", (grid.width + left, grid.height + top), "white")
     canvas.paste(grid, (left, top))
     draw = ImageDraw.Draw(canvas)
     if title:
-        draw.text((left + 2, 1), title, fill="black")
-    if row_labels:
-        row_h = grid.height / math.ceil(len(images) / nrow)
-        for i, s in enumerate(row_labels):
-            draw.text((3, top + row_h * (i + 0.5) - 5), s, fill="black")
+        draw.text((left + 2, 3), title, fill="black", font=font)
+    for i, s in enumerate(row_labels or []):
+        row_h = grid.height / len(row_labels)
+        draw.multiline_text((5, top + row_h * (i + 0.5) - measure((0, 0), s, font=font)[3] / 2), s, "black", font)
     atomic_write(path, lambda tmp: canvas.save(tmp, format="PNG"))
     return path
 
@@ -608,20 +476,17 @@ def save_gif(frames, path, ms=500):
     from PIL import Image
     imgs = [Image.open(f).convert("RGB") for f in frames]
     if imgs:
-        size = imgs[-1].size
-        imgs = [im if im.size == size else im.resize(size) for im in imgs]
+        imgs = [im.resize(imgs[-1].size) for im in imgs]
         atomic_write(path, lambda tmp: imgs[0].save(tmp, format="GIF", save_all=True, append_images=imgs[1:],
                                                     duration=ms, loop=0))
 
 
-def plot_losses(csv_path, png_path):
+def plot_losses(csv_path, png_path, title):
     """losses.csv -> losses.png: one panel per group of figures: the losses (loss_*), then each other prefix
     (wasserstein_*), then the rest (D(x), D(G(z))). A column's empty cells (steps that did not compute it) are
-    left out of its curve."""
+    left out of its curve. matplotlib's object API, so that no window backend is touched."""
     import csv
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     with open(csv_path) as f:
         rows = list(csv.reader(f))
     if len(rows) < 3:
@@ -629,23 +494,25 @@ def plot_losses(csv_path, png_path):
     names, cols = rows[0], np.array([[float(v) if v else np.nan for v in r] for r in rows[1:]]).T
     groups = {}
     for name in names[2:]:
-        groups.setdefault(name.split("_")[0] if "_" in name and "(" not in name else "", []).append(name)
-    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 2 + 2 * len(groups)), sharex=True, squeeze=False)
+        groups.setdefault(name.split("_")[0] if "_" in name and "(" not in name else "D's outputs", []).append(name)
+    fig = Figure(figsize=(8, 2 + 2 * len(groups)))
+    axes = fig.subplots(len(groups), 1, sharex=True, squeeze=False)[:, 0]
     k = max(1, cols.shape[1] // 200)  # moving average over ~0.5% of the run, so trends show through GAN noise
-    for ax, group in zip(axes[:, 0], groups.values()):
-        for name in group:
+    for ax, (group, members) in zip(axes, groups.items()):
+        for name in members:
             y = cols[names.index(name)]
             x, y = cols[0][np.isfinite(y)], y[np.isfinite(y)]
-            if not len(y):  # not computed yet (a smoke run shorter than n_critic steps)
+            if not len(y):  # not computed yet (a smoke run shorter than d_steps steps)
                 continue
-            kk = max(1, round(k * len(y) / cols.shape[1]))  # a sparser column (WGAN's loss_g): the same span
+            kk = max(1, round(k * len(y) / cols.shape[1]))  # a sparser column (the WGANs' loss_g): the same span
             ax.plot(x[kk - 1:], np.convolve(y, np.ones(kk) / kk, mode="valid"), label=name, lw=1)
+        ax.set_ylabel(group)
         ax.legend(loc="upper right", fontsize=8)
         ax.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel(f"step (moving average over ~{k} steps)")
+    axes[0].set_title(title)
+    axes[-1].set_xlabel(f"step (moving average over ~{k} steps)")
     fig.tight_layout()
     atomic_write(png_path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------------------------------- checkpoints
@@ -666,6 +533,19 @@ def atomic_write(path, write):
 
 def atomic_save(obj, path):
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_checkpoint(state, folder, epoch_file=None):
+    """folder/epoch_file (at an epoch's end) and folder/last.pt: the same bytes under a second name (a hard link)
+    rather than written and synced twice; written twice where the file system has no hard links."""
+    if epoch_file:
+        atomic_save(state, epoch_file)
+        try:
+            atomic_write(folder / "last.pt", lambda tmp: os.link(epoch_file, tmp))
+            return
+        except OSError:
+            pass
+    atomic_save(state, folder / "last.pt")
 
 
 def load_checkpoint(path, map_location="cpu"):
@@ -692,107 +572,173 @@ def load_checkpoint(path, map_location="cpu"):
     return ckpt
 
 
+# ---------------------------------------------------------------------------------------------------------- logging
+class Logger:
+    """The figures train_step returns each step. Tensors are kept where they are (a GPU never waits for the host in
+    the per-step path) and read in one transfer every LOG_EVERY steps and before every grid and checkpoint; then a
+    NaN or inf stops the run, naming the step where it appeared, and the rest go to losses.csv (rank 0), the
+    progress bar and TensorBoard. Under torchrun each figure is averaged over the processes."""
+
+    def __init__(self, csv, device, world, checkpoints, tensorboard_dir=None):
+        self.csv, self.device, self.world, self.checkpoints, self.tb = csv, device, world, checkpoints, None
+        self.names, self.pending, self.rows, self.latest = [], [], [], {}
+        if tensorboard_dir:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard", 2) from None
+            self.tb = SummaryWriter(str(tensorboard_dir))
+
+    def log(self, step, epoch, stats):
+        """stats: {'loss/d': tensor or float, ...}; None for a figure this step did not compute (the WGANs' loss/g
+        on critic-only steps): an empty cell in losses.csv."""
+        self.names = self.names or list(stats)  # losses.csv's columns: the first step's keys
+        self.pending.append((step, epoch, {k: v for k, v in stats.items() if v is not None}))
+
+    def read(self):
+        if not self.pending:
+            return
+        values = [v for _, _, row in self.pending for v in row.values()]
+        idx = [i for i, v in enumerate(values) if torch.is_tensor(v) or self.world > 1]
+        if idx:  # the tensors, in one stack: one transfer
+            stack = torch.stack([torch.as_tensor(values[i], dtype=torch.float32, device=self.device).detach()
+                                 .reshape(()) for i in idx])
+            if self.world > 1:  # the global batch's figures, equal on every process: all stop together
+                import parallel
+                stack = parallel.mean(stack)
+            for i, v in zip(idx, stack.tolist()):
+                values[i] = v
+        values, pending, self.pending = iter(values), self.pending, []
+        for step, epoch, row in pending:
+            row = {k: float(next(values)) for k in row}
+            bad = [k for k, v in row.items() if not math.isfinite(v)]
+            if bad:
+                self.write()
+                raise UserError(f"{bad[0]} is {row[bad[0]]} at step {step} (epoch {epoch}): training diverged; the "
+                                f"last good checkpoint is in {self.checkpoints} (try a lower --lr)")
+            self.rows.append((step, epoch, row))
+            self.latest.update(row)  # the progress bar shows a figure's latest value
+            for k, v in row.items() if self.tb else ():
+                self.tb.add_scalar(k, v, step)
+
+    def write(self):
+        """Append the rows read so far to losses.csv."""
+        if self.rows and self.csv:
+            new = not self.csv.exists()
+            self.csv.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.csv, "a") as f:
+                if new:
+                    f.write(",".join(["step", "epoch"] + [n.replace("/", "_") for n in self.names]) + "\n")
+                for step, epoch, row in self.rows:
+                    f.write(f"{step},{epoch}," + ",".join(f"{row[n]:.6g}" if n in row else "" for n in self.names)
+                            + "\n")
+        self.rows = []
+
+    def truncate(self, step):
+        """Drop rows written after `step` (a run killed after its last checkpoint), so a resumed curve has no
+        repeats."""
+        if self.csv and self.csv.exists():
+            lines = self.csv.read_text().splitlines(keepends=True)
+            keep = lines[:1] + [l for l in lines[1:] if int(l.split(",", 1)[0]) <= step]
+            atomic_write(self.csv, lambda tmp: Path(tmp).write_text("".join(keep)))
+
+    def image(self, fake, step):
+        if self.tb:
+            from torchvision.utils import make_grid
+            self.tb.add_image("samples", make_grid(fake.cpu(), nrow=8, normalize=True, value_range=(-1, 1)), step)
+
+    def close(self):
+        self.write()
+        if self.tb:
+            self.tb.close()
+
+    def postfix(self, img_s):
+        short = {"loss/d": "loss_D", "loss/g": "loss_G", "loss/gp": "loss_GP", "wasserstein/estimate": "W"}
+        return " ".join(f"{short.get(k, k)}={self.latest[k]:.3f}" for k in self.names if k in self.latest) + \
+            f" img/s={img_s:.0f}"
+
+
 # ------------------------------------------------------------------------------------------------------------- Run
+def check_run(args, device, world_size):
+    """Refuse what cannot run, before anything is built or written."""
+    if args.amp and device.type == "mps":
+        raise UserError("--amp: bfloat16 autocast is not offered on Apple MPS here; run without --amp", 2)
+    flags = _cpuinfo("flags")
+    if args.amp and device.type == "cpu" and flags is not None and "bf16" not in flags:
+        print("warning: --amp: this CPU has no native bfloat16 (AVX-512 BF16 or AMX): expect it to be slower, "
+              "not faster", file=sys.stderr)
+    if args.batch_size % world_size:
+        fit = args.batch_size // world_size * world_size or world_size
+        raise UserError(f"--batch-size {args.batch_size} is the global batch: it must split evenly over the "
+                        f"{world_size} processes (try {fit})", 2)
+
+
+def fixed_noise(args, classes, n=64):
+    """The z (and labels) of every grid a run draws, from a generator of their own: the same for a seed. Conditional:
+    one row per class, one column per z, so that each column shows one z across the classes."""
+    g = torch.Generator().manual_seed(args.seed)
+    if not classes:
+        return torch.randn(n, args.latent_dim, generator=g), None
+    z = torch.randn(10, args.latent_dim, generator=g).repeat(len(classes), 1)
+    return z, torch.arange(len(classes)).repeat_interleave(10)
+
+
+def memory_format(G, D, device):
+    """Convolutional nets train in channels_last (NHWC), the same maths in a layout the convolution kernels of CPUs
+    and CUDA run faster (docs/speed.md); in place, so the optimizers keep the same weights. -> the batches' layout."""
+    conv = any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in G.modules())
+    layout = torch.channels_last if CHANNELS_LAST and conv and device.type != "mps" else torch.contiguous_format
+    G.to(memory_format=layout)
+    D.to(memory_format=layout)
+    return layout
+
+
+def epoch_batches(data, order, batch_size, device, layout, workers):
+    """(images in [-1, 1] on the device, labels) in the order given. In RAM (data.images): index the uint8 tensor and
+    normalise on the device; too big for RAM: stream through a DataLoader in the same order."""
+    if data.images is not None:
+        for idx in order.to(data.images.device).split(batch_size)[:len(order) // batch_size]:
+            yield normalize(data.images[idx]).contiguous(memory_format=layout), data.labels[idx]
+        return
+    batches = loader(data.stream, workers, batch_size=batch_size, sampler=order.tolist(), drop_last=True,
+                     pin_memory=device.type == "cuda")
+    for x, y in batches:
+        yield normalize(x.to(device, non_blocking=True)).contiguous(memory_format=layout), y.to(device)
+
+
 class Run:
     """One training run: folders, resume, fixed noise, batches with a progress bar, logging, grids, checkpoints.
 
     models/<name>/epoch_NNN.pt and last.pt; results/<name>/epoch_NNN.png, progress.gif, losses.csv, losses.png;
-    runs/<name>/ for TensorBoard."""
+    runs/<name>/ for TensorBoard. Under torchrun only rank 0 writes."""
 
-    def __init__(self, args, data, G, D, opt_G, opt_D, model_args, device, n_grid=64):
+    def __init__(self, args, data, G, D, opt_G, opt_D, model_args, device):
+        self.rank, self.world = world()
+        check_run(args, device, self.world)
+        if data.images is not None:  # in RAM: moved to the device once, and batches are indexed there
+            data = dataclasses.replace(data, images=data.images.to(device), labels=data.labels.to(device))
         self.args, self.data, self.G, self.D, self.opt_G, self.opt_D = args, data, G, D, opt_G, opt_D
         self.model_args, self.device = model_args, device
-        self.models = Path(args.out) / "models" / args.name
-        self.results = Path(args.out) / "results" / args.name
-        self.epoch, self.step, self.stats, self.tb, self.bar = 0, 0, [], None, None
-        self.names, self.shown, self.pending = [], {}, []  # losses.csv's columns; the progress bar's; not yet read
-        self.seconds, self.t0 = 0.0, time.time()  # training wall time, summed over resumes
-        if args.amp and device.type == "mps":
-            raise UserError("--amp: bfloat16 autocast is not offered on Apple MPS here; run without --amp", 2)
-        if args.amp and device.type == "cpu" and cpu_has_bf16() is False:
-            print("warning: --amp: this CPU has no native bfloat16 (AVX-512 BF16 or AMX): expect it to be slower, "
-                  "not faster", file=sys.stderr)
-        self.rank, self.world = rank(), world_size()
-        if args.batch_size % self.world:
-            fit = args.batch_size // self.world * self.world or self.world
-            raise UserError(f"--batch-size {args.batch_size} is the global batch: it must split evenly over the "
-                            f"{self.world} processes (try {fit})", 2)
-        if self.world > 1:
-            sync_batchnorm(G, device)
-            sync_batchnorm(D, device)
-        self.layout = speed_up(G, args, device)
-        speed_up(D, args, device)
+        self.models, self.results = (Path(args.out) / d / args.name for d in ("models", "results"))
+        self.epoch, self.step, self.seconds, self.t0 = 0, 0, 0.0, time.time()  # seconds: summed over resumes
+        self.layout = memory_format(G, D, device)
         self.classes = data.classes if args.conditional else []
-        if self.classes:  # one row per class, one column per z: each column shows one z across classes
-            cols = 10
-            self.fixed_z = torch.randn(cols, args.latent_dim, generator=torch.Generator().manual_seed(args.seed))
-            self.fixed_z = self.fixed_z.repeat(len(self.classes), 1)
-            self.fixed_labels = torch.arange(len(self.classes)).repeat_interleave(cols)
-        else:
-            self.fixed_z = torch.randn(n_grid, args.latent_dim, generator=torch.Generator().manual_seed(args.seed))
-            self.fixed_labels = None
+        self.fixed_z, self.fixed_labels = fixed_noise(args, self.classes)
+        self.logger = Logger(self.results / "losses.csv" if self.rank == 0 else None, device, self.world,
+                             self.models, args.tensorboard and self.rank == 0 and Path(args.out) / "runs" / args.name)
         if args.resume:
             self._resume(args.resume)
         elif any(self.models.glob("*.pt")):
             raise UserError(f"{self.models} already holds checkpoints: add --resume to continue that run, "
                             "or --name NEW to start another", 2)
-        if args.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard", 2) from None
-            self.tb = SummaryWriter(str(Path(args.out) / "runs" / args.name)) if self.rank == 0 else None
 
     def parallel(self, G, D):
-        """Under torchrun: G and D each in DistributedDataParallel, which averages their gradients over the processes
-        in backward; one process: G and D themselves. Buffers are not broadcast: synchronised BatchNorm keeps them
-        equal, and a broadcast between D's real and fake passes would modify tensors backward still needs."""
+        """One process: G and D as they are. Under torchrun: parallel.wrap's synchronised BatchNorm and
+        DistributedDataParallel, which averages the gradients over the processes."""
         if self.world == 1:
             return G, D
-        import inspect
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        kw = {"device_ids": [self.device.index] if self.device.type == "cuda" else None}
-        new = "forward_sync_buffers" in inspect.signature(DDP).parameters  # torch >= 2.14's name for it
-        kw["forward_sync_buffers" if new else "broadcast_buffers"] = False
-        return DDP(G, **kw), DDP(D, **kw)
-
-    # ------------------------------------------------------------------------------------------------ checkpoints
-    def state(self):
-        a = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(self.args).items()}
-        d = self.data
-        return {"format": CKPT_FORMAT, "version": CKPT_VERSION, "arch": self.args.arch, "args": a,
-                "model_args": dict(self.model_args), "epoch": self.epoch, "step": self.step,
-                "G": self.G.state_dict(), "D": self.D.state_dict(),
-                "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
-                "fixed_z": self.fixed_z, "fixed_labels": self.fixed_labels, "rng": rng_state(),
-                "world_size": self.world, "rng_ranks": self._gather_rng(),
-                "classes": list(d.classes), "image_shape": [d.channels, d.image_size, d.image_size],
-                "data": {"dataset": d.name, "native_size": d.native_size, "mapping": d.mapping, "source": d.source},
-                "train_seconds": self.seconds + time.time() - self.t0, "device": device_name(self.device),
-                "torch_version": str(torch.__version__)}
-
-    def _gather_rng(self):
-        """Every process's RNG state (rank 0's is also "rng"), so a resume with as many processes is exact."""
-        if self.world == 1:
-            return []
-        states = [None] * self.world
-        torch.distributed.all_gather_object(states, rng_state())
-        return states
-
-    def save(self, epoch_file):
-        state = self.state()  # on every process: it gathers their RNG states
-        if self.rank > 0:
-            return
-        last = self.models / "last.pt"
-        if epoch_file:
-            epoch = self.models / f"epoch_{self.epoch:03d}.pt"
-            atomic_save(state, epoch)
-            try:  # last.pt is the same bytes: a second name for the file instead of writing (and syncing) it twice
-                atomic_write(last, lambda tmp: os.link(epoch, tmp))
-                return
-            except OSError:  # a file system without hard links: write it
-                pass
-        atomic_save(state, last)
+        import parallel
+        return parallel.wrap(G, D, self.device)
 
     def _resume(self, path):  # the arguments were already taken from it by finish_args
         ck = load_checkpoint(path, map_location=self.device)
@@ -801,198 +747,119 @@ class Run:
             how = "python <script>.py --resume" if n == 1 else f"torchrun --nproc_per_node={n} <script>.py --resume"
             raise UserError(f"{path} was trained by {n} process{'es' * (n > 1)} and this run has {self.world}: "
                             f"each process's data shard and random state are in it, so resume with {n} ({how})", 2)
-        self.G.load_state_dict(ck["G"])
-        self.D.load_state_dict(ck["D"])
-        self.opt_G.load_state_dict(ck["opt_G"])
-        self.opt_D.load_state_dict(ck["opt_D"])
-        self.epoch, self.step = ck["epoch"], ck["step"]
-        self.seconds = ck.get("train_seconds", 0.0)
-        self.fixed_z, self.fixed_labels = ck["fixed_z"].cpu(), ck["fixed_labels"]
-        self.fixed_labels = None if self.fixed_labels is None else self.fixed_labels.cpu()
-        rng = ck["rng_ranks"][self.rank] if self.world > 1 else ck["rng"]
-        set_rng_state({k: (v.cpu() if torch.is_tensor(v) else [t.cpu() for t in v]) for k, v in rng.items()})
+        for name in ("G", "D", "opt_G", "opt_D"):
+            getattr(self, name).load_state_dict(ck[name])
+        self.epoch, self.step, self.seconds = ck["epoch"], ck["step"], ck.get("train_seconds", 0.0)
+        self.fixed_z = ck["fixed_z"].cpu()
+        self.fixed_labels = None if ck["fixed_labels"] is None else ck["fixed_labels"].cpu()
+        set_rng_state(ck["rng_ranks"][self.rank] if self.world > 1 else ck["rng"])
+        self.logger.truncate(self.step)
         if self.rank == 0:
-            self._truncate_log()
             print(f"resuming {path} at epoch {self.epoch}, step {self.step}", file=sys.stderr)
-
-    def _truncate_log(self):
-        """Drop log rows written after the checkpoint (a run killed mid-epoch), so the curve has no repeats."""
-        csv = self.results / "losses.csv"
-        if csv.exists():
-            lines = csv.read_text().splitlines(keepends=True)
-            keep = lines[:1] + [l for l in lines[1:] if int(l.split(",", 1)[0]) <= self.step]
-            atomic_write(csv, lambda tmp: Path(tmp).write_text("".join(keep)))
-
-    # ------------------------------------------------------------------------------------------------ batches
-    def steps_per_epoch(self):
-        return len(self.data) // self.args.batch_size
 
     def batches(self):
         """Yield (real in [-1, 1] on the device, labels or None) until --epochs or --max-steps; checkpoint and
         sample at every epoch end."""
         from tqdm import tqdm
-        a, n, per = self.args, len(self.data), self.steps_per_epoch()
+        a, n = self.args, len(self.data)
+        per = n // a.batch_size
         if per == 0:
             raise UserError(f"the dataset has {n} images, fewer than one batch of {a.batch_size}: "
                             "lower --batch-size", 2)
-        images = None if self.data.images is None else self.data.images.to(self.device)
-        labels = self.data.labels.to(self.device)
-        self.t0, done = time.time(), False
         if self.epoch >= a.epochs and self.rank == 0:
             print(f"{self.models} has already trained {self.epoch} epochs: raise --epochs to go on", file=sys.stderr)
-        while self.epoch < a.epochs and not done:
+        self.t0 = start = time.time()
+        while self.epoch < a.epochs:
             first = self.step - self.epoch * per  # > 0 when resuming inside an epoch
             order = epoch_order(n, a.seed, self.epoch)[first * a.batch_size: per * a.batch_size]
-            self.bar = tqdm(total=per, initial=first, desc=f"epoch {self.epoch + 1}/{a.epochs}", unit="step",
-                            dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30,
-                            disable=self.rank > 0)
-            t0, seen = time.time(), 0
-            for real, y in self._epoch_batches(images, labels, order):
-                yield real, (y if a.conditional else None)
-                self.step += 1
-                seen += len(real) * self.world
-                self.bar.update(1)
-                if len(self.pending) >= LOG_EVERY:
-                    self._read()
-                    self.bar.set_postfix_str(self._postfix(seen / (time.time() - t0)), refresh=False)
-                if a.sample_every and self.step % a.sample_every == 0:
-                    self.sample(self.results / f"step_{self.step:07d}.png", f"step {self.step}")
-                if a.max_steps and self.step >= a.max_steps:
-                    done = True
-                    break
-            self.bar.close()
+            if self.world > 1:  # this process's share of each global batch
+                import parallel
+                order = parallel.shard(order, a.batch_size, self.rank, self.world)
+            with tqdm(total=per, initial=first, desc=f"epoch {self.epoch + 1}/{a.epochs}", unit="step",
+                      dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30, disable=self.rank > 0) as bar:
+                t0 = time.time()
+                for real, y in epoch_batches(self.data, order, a.batch_size // self.world, self.device,
+                                             self.layout, a.workers):
+                    yield real, (y if a.conditional else None)
+                    self.step += 1
+                    bar.update(1)
+                    if len(self.logger.pending) >= LOG_EVERY:
+                        self.logger.read()
+                        bar.set_postfix_str(self.logger.postfix((bar.n - first) * a.batch_size / (time.time() - t0)),
+                                            refresh=False)
+                    if a.sample_every and self.step % a.sample_every == 0:
+                        self.sample(self.results / f"step_{self.step:07d}.png", f"step {self.step}")
+                    if a.max_steps and self.step >= a.max_steps:
+                        break
             whole = self.step == (self.epoch + 1) * per  # else --max-steps stopped inside the epoch
             self.epoch += whole
             self.checkpoint(whole)
-        self.finish(time.time() - self.t0)
+            if not whole:
+                break
+        self.finish(time.time() - start)
 
-    def _epoch_batches(self, images, labels, order):
-        B = self.args.batch_size // self.world
-        if self.world > 1:  # this process's share of each global batch: DistributedSampler's (order[rank::world])
-            order = order.view(-1, self.args.batch_size)[:, self.rank::self.world].reshape(-1)
-        if images is not None:  # in RAM: index a permutation, normalise the batch on the device
-            order = order.to(self.device)
-            for i in range(0, len(order) - B + 1, B):
-                idx = order[i:i + B]
-                yield normalize(images[idx]).contiguous(memory_format=self.layout), labels[idx]
-        else:  # too big for RAM: stream through a DataLoader in the same order
-            batches = loader(self.data.stream, self.args.workers, batch_size=B, sampler=order.tolist(),
-                             drop_last=True, pin_memory=self.device.type == "cuda")
-            for x, y in batches:
-                x = normalize(x.to(self.device, non_blocking=True)).contiguous(memory_format=self.layout)
-                yield x, y.to(self.device)
-
-    # ------------------------------------------------------------------------------------------------ logging
     def log(self, stats):
-        """stats: {'loss/d': tensor or float, ...} for the step just taken; None for a figure this step did not
-        compute (WGAN's loss/g on critic-only steps): an empty cell in losses.csv. The tensors are kept where they
-        are, so a GPU never waits for the host here; they are read every LOG_EVERY steps and before every grid and
-        checkpoint, and a NaN or inf found then stops the run, naming the step where it appeared."""
-        self.names = self.names or list(stats)  # losses.csv's columns: the first step's keys
-        self.pending.append((self.step + 1, self.epoch + 1, {k: v for k, v in stats.items() if v is not None}))
-
-    def _read(self):
-        """The pending figures to the host, in one transfer; the first NaN or inf stops the run (the rows before it
-        are written to losses.csv, and nothing is saved from the diverged weights)."""
-        if not self.pending:
-            return
-        values = [v for _, _, row in self.pending for v in row.values()]
-        # the tensors, in one stack; under torchrun every figure, averaged over the processes: the global batch's,
-        # equal on every process, so that all of them stop together
-        idx = range(len(values)) if self.world > 1 else [i for i, v in enumerate(values) if torch.is_tensor(v)]
-        if idx:
-            stack = torch.stack([torch.as_tensor(values[i], dtype=torch.float32, device=self.device).detach()
-                                 .reshape(()) for i in idx])
-            if self.world > 1:
-                torch.distributed.all_reduce(stack)
-                stack /= self.world
-            for i, v in zip(idx, stack.tolist()):
-                values[i] = v
-        values = iter(values)
-        rows = [(step, epoch, {k: float(next(values)) for k in row}) for step, epoch, row in self.pending]
-        self.pending = []
-        for step, epoch, row in rows:
-            bad = [k for k, v in row.items() if not math.isfinite(v)]
-            if bad:
-                if self.bar is not None:
-                    self.bar.close()
-                self._write_log()
-                raise UserError(f"{bad[0]} is {row[bad[0]]} at step {step} (epoch {epoch}): training diverged; the "
-                                f"last good checkpoint is in {self.models} (try a lower --lr)")
-            self.stats.append((step, epoch, row))
-            if self.tb:
-                for k, v in row.items():
-                    self.tb.add_scalar(k, v, step)
-
-    def _postfix(self, img_s):
-        if self.stats:
-            self.shown.update(self.stats[-1][2])  # a figure not computed this step shows its latest value
-        short = {"loss/d": "loss_D", "loss/g": "loss_G", "loss/gp": "loss_GP", "wasserstein/estimate": "W"}
-        return " ".join(f"{short.get(k, k)}={self.shown[k]:.3f}" for k in self.names if k in self.shown) + \
-            f" img/s={img_s:.0f}"
-
-    def _flush_log(self):
-        self._read()
-        self._write_log()
-
-    def _write_log(self):
-        if not self.stats or self.rank > 0:
-            self.stats = []
-            return
-        csv = self.results / "losses.csv"
-        csv.parent.mkdir(parents=True, exist_ok=True)
-        new = not csv.exists()
-        with open(csv, "a") as f:
-            if new:
-                f.write(",".join(["step", "epoch"] + [n.replace("/", "_") for n in self.names]) + "\n")
-            for step, epoch, row in self.stats:
-                f.write(f"{step},{epoch}," + ",".join(f"{row[n]:.6g}" if n in row else "" for n in self.names)
-                        + "\n")
-        self.stats = []
+        """The step's figures, from train_step: read later, in batches (Logger)."""
+        self.logger.log(self.step + 1, self.epoch + 1, stats)
 
     @torch.no_grad()
     def sample(self, path, title):
         """The fixed-noise grid, in eval mode (BatchNorm running statistics) so it does not depend on the batch."""
-        self._read()  # a NaN stops the run before its grid is drawn
+        self.logger.read()  # a NaN stops the run before its grid is drawn
         if self.rank > 0:  # rank 0 draws it from its own G: a pass through the DDP wrapper would wait for the others
             return
         self.G.eval()
         y = None if self.fixed_labels is None else self.fixed_labels.to(self.device)
         fake = self.G(self.fixed_z.to(self.device), y)
         self.G.train()
-        rows = [str(c) for c in self.classes] if self.classes else None
-        save_grid(fake, path, nrow=10 if self.classes else 8, row_labels=rows, title=title)
-        if self.tb:
-            from torchvision.utils import make_grid
-            self.tb.add_image("samples", make_grid(fake.cpu(), nrow=8, normalize=True, value_range=(-1, 1)), self.step)
+        save_grid(fake, path, nrow=10 if self.classes else 8, row_labels=[str(c) for c in self.classes] or None,
+                  title=f"{self.args.name}  {title}")
+        self.logger.image(fake, self.step)
 
     def checkpoint(self, epoch_end):
-        """At an epoch's end: epoch_NNN.pt and .png, the GIF. Where --max-steps stops inside an epoch: last.pt holds
-        the partial epoch, and the grid is step_NNNNNNN.png. Both: the log and its plot."""
-        self._flush_log()
-        self.save(epoch_file=epoch_end)
-        if epoch_end:
-            self.sample(self.results / f"epoch_{self.epoch:03d}.png", f"epoch {self.epoch}")
-            if self.rank == 0:
-                save_gif(sorted(self.results.glob("epoch_*.png")), self.results / "progress.gif")
-        else:
-            self.sample(self.results / f"step_{self.step:07d}.png", f"step {self.step}")
+        """At an epoch's end: epoch_NNN.pt (last.pt is the same file), its grid and the GIF. Where --max-steps stops
+        inside an epoch: last.pt and the grid step_NNNNNNN.png. Both: losses.csv and its plot."""
+        self.logger.read()
+        self.logger.write()
+        self.save(self.models / f"epoch_{self.epoch:03d}.pt" if epoch_end else None)
+        self.sample(self.results / (f"epoch_{self.epoch:03d}.png" if epoch_end else f"step_{self.step:07d}.png"),
+                    f"epoch {self.epoch}" if epoch_end else f"step {self.step}")
         if self.rank == 0:
-            plot_losses(self.results / "losses.csv", self.results / "losses.png")
+            if epoch_end:
+                save_gif(sorted(self.results.glob("epoch_*.png")), self.results / "progress.gif")
+            plot_losses(self.results / "losses.csv", self.results / "losses.png", self.args.name)
+
+    def save(self, epoch_file):
+        """The checkpoint: plain data only, so that torch.load(..., weights_only=True) reads it."""
+        d = self.data
+        state = {"format": CKPT_FORMAT, "version": CKPT_VERSION, "arch": self.args.arch,
+                 "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(self.args).items()},
+                 "model_args": dict(self.model_args), "epoch": self.epoch, "step": self.step,
+                 "G": self.G.state_dict(), "D": self.D.state_dict(),
+                 "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
+                 "fixed_z": self.fixed_z, "fixed_labels": self.fixed_labels, "rng": rng_state(),
+                 "world_size": self.world, "rng_ranks": [],
+                 "classes": list(d.classes), "image_shape": [d.channels, d.image_size, d.image_size],
+                 "data": {"dataset": d.name, "native_size": d.native_size, "mapping": d.mapping, "source": d.source},
+                 "train_seconds": self.seconds + time.time() - self.t0, "device": device_name(self.device),
+                 "torch_version": str(torch.__version__)}
+        if self.world > 1:  # every process's RNG state, for an exact resume (a collective: every process calls it)
+            import parallel
+            state["rng_ranks"] = parallel.gather(rng_state())
+        if self.rank == 0:
+            save_checkpoint(state, self.models, epoch_file)
 
     def finish(self, seconds):
-        self._flush_log()
-        if self.world > 1:
-            torch.distributed.barrier()  # no process leaves while another may still need it
-        if self.tb:
-            self.tb.close()
+        self.logger.read()
+        self.logger.close()
         if self.rank > 0:
             return
         grids = sorted(self.results.glob("epoch_*.png")) or sorted(self.results.glob("step_*.png"))
-        resumed = f" this time, {self.seconds + seconds:.0f} s in all" if self.seconds > 1 else ""
-        print(f"done: {self.step} steps, epoch {self.epoch}, {seconds:.0f} s{resumed}\n"
+        gif = ", progress.gif" if (self.results / "progress.gif").exists() else ""
+        total = f" this time, {self.seconds + seconds:.0f} s in all" if self.seconds > 1 else ""
+        print(f"done: {self.step} steps, epoch {self.epoch}, {seconds:.0f} s{total}\n"
               f"  checkpoints  {self.models}/ (last.pt)\n"
-              f"  samples      {grids[-1] if grids else self.results}"
-              + (", progress.gif" if (self.results / "progress.gif").exists() else "") + "\n"
-              f"  losses       {self.results}/losses.csv, losses.png"
-              + (f"\n  tensorboard  {Path(self.args.out) / 'runs' / self.args.name}" if self.tb else ""))
+              f"  samples      {grids[-1] if grids else self.results}{gif}\n"
+              f"  losses       {self.results}/losses.csv, losses.png\n"
+              + (f"  tensorboard  {self.logger.tb.log_dir}\n" if self.logger.tb else "")
+              + f"  look at them python eval.py --ckpt {self.models}")

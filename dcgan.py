@@ -1,18 +1,22 @@
 """DCGAN: Radford, Metz & Chintala, "Unsupervised Representation Learning with Deep Convolutional Generative
 Adversarial Networks", 2015. https://arxiv.org/abs/1511.06434
 
-The GAN game (Goodfellow et al. 2014), played by all-convolutional networks:
+The GAN game (Goodfellow et al. 2014), played by all-convolutional networks, D(x) = sigmoid(d(x)) with d a logit:
 
-    D maximises   E_x[log D(x)] + E_z[log(1 - D(G(z)))]
-    G maximises   E_z[log D(G(z))]          (the "non-saturating" form: strong gradients while D wins early on)
+    D minimises   -E_x[log D(x)] - E_z[log(1 - D(G(z)))]
+    G minimises   -E_z[log D(G(z))]          (the "non-saturating" form: strong gradients while D wins early on)
 
-with D(x) = sigmoid(logit(x)); both losses are binary cross-entropy on logits (BCEWithLogits), which is the
-same objective computed without overflowing log(sigmoid).
+-log sigmoid(a) = softplus(-a) and -log(1 - sigmoid(a)) = softplus(a): the losses below are binary cross-entropy
+on logits, written so that no log(sigmoid) overflows.
+
+Not as in the paper: z ~ N(0, I) (Fig. 1 draws it from a uniform distribution; N(0, I) as in the PyTorch DCGAN
+example); G's update reuses the z of D's update (a fresh draw from the same prior is an equally unbiased estimate,
+one G forward dearer); BatchNorm's scales start at N(1, 0.02) (the PyTorch example's choice; the paper says only
+that weights start at N(0, 0.02)).
 
 Conditional (--conditional): G(z, y) gets y one-hot concatenated to z, as in Mirza & Osindero 2014; D uses a
-projection (Miyato & Koyama 2018): logit(x, y) = w.phi(x) + embed(y).phi(x). Projection adds one embedding and
-leaves the paper's conv stack unchanged, where label channels would change D's input layer; it is also the
-conditioning that trains best in practice.
+projection (Miyato & Koyama 2018): d(x, y) = w.phi(x) + embed(y).phi(x). Projection adds one embedding and leaves
+the paper's conv stack unchanged, where label channels would change D's input layer.
 
     python dcgan.py --dataset mnist --epochs 5
     python dcgan.py --dataset cifar10 --epochs 25
@@ -26,18 +30,17 @@ import common
 
 
 def parse_args(argv=None):
-    # Section 4 of the paper: Adam, lr 0.0002, beta1 0.5; minibatch 128; z of 100 (Fig. 1)
-    p = common.arg_parser(__doc__, lr=2e-4, batch_size=128, latent_dim=100)
-    p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (paper: 0.5, 0.9 oscillated)")
-    p.add_argument("--beta2", type=float, default=0.999, help="Adam beta2 (not given in the paper: PyTorch's default)")
+    # Section 4: Adam, lr 0.0002, beta1 0.5; minibatch 128; z of 100 (Fig. 1); one D update per G update
+    p = common.arg_parser(__doc__, lr=2e-4, batch_size=128, d_steps=1)
+    p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (paper: 0.5, as 0.9 oscillated)")
+    p.add_argument("--beta2", type=float, default=0.999, help="Adam beta2 (not in the paper: PyTorch's default)")
     p.add_argument("--width", type=common.positive_int, default=64, help="channels of G's last and D's first layer")
     return common.finish_args(p, argv, arch="dcgan")
 
 
 def init_weights(m):
-    # "All weights were initialized from a zero-centered Normal distribution with standard deviation 0.02";
-    # D's class embedding too, as it acts as a per-class output layer. BatchNorm's scale ~ N(1, 0.02) is not in
-    # the paper: it follows the PyTorch DCGAN example.
+    # "All weights were initialized from a zero-centered Normal distribution with standard deviation 0.02", D's
+    # class embedding too (a per-class output layer); BatchNorm's scales ~ N(1, 0.02), its shifts 0
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
         nn.init.normal_(m.weight, 0.0, 0.02)
     elif isinstance(m, nn.BatchNorm2d):
@@ -49,13 +52,13 @@ class Generator(nn.Module):
     """z (B, latent_dim) [+ y] -> image (B, channels, S, S) in [-1, 1]; S = 32 or 64.
 
     Fractional-strided convolutions double the size each block; BatchNorm and ReLU everywhere except the output,
-    which is Tanh without BatchNorm (DCGAN, Section 3). Conv biases are dropped before BatchNorm, which cancels them.
+    which is Tanh without BatchNorm (Section 3). Conv biases are dropped before BatchNorm, which cancels them.
     """
 
     def __init__(self, latent_dim, channels, image_size, n_classes=0, width=64):
         super().__init__()
         self.n_classes = n_classes
-        c = width * image_size // 8  # 512 at 64x64 (DCGAN's Fig. 1), 256 at 32x32
+        c = width * image_size // 8  # 512 at 64x64 (Fig. 1), 256 at 32x32
         layers = [nn.ConvTranspose2d(latent_dim + n_classes, c, 4, stride=1, padding=0, bias=False),
                   nn.BatchNorm2d(c), nn.ReLU(inplace=True)]  # (B, c, 4, 4): the "project and reshape" of Fig. 1
         while c > width:  # (B, c/2, 8, 8) -> ... -> (B, width, S/2, S/2)
@@ -73,7 +76,7 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """image (B, channels, S, S) [+ y] -> logit (B,).
+    """image (B, channels, S, S) [+ y] -> d (B,), a logit: D(x) = sigmoid(d(x)).
 
     Strided convolutions halve the size each block; LeakyReLU(0.2); BatchNorm everywhere except the input layer.
     """
@@ -93,37 +96,44 @@ class Discriminator(nn.Module):
 
     def forward(self, x, y=None):
         h = self.features(x)  # (B, c, 4, 4)
-        logit = self.out(h).flatten()  # (B,)
+        d = self.out(h).flatten()  # (B,)
         if self.embed is not None:
-            logit = logit + (self.embed(y) * h.flatten(1)).sum(1)  # + embed(y).phi(x)
-        return logit
+            d = d + (self.embed(y) * h.flatten(1)).sum(1)  # + embed(y).phi(x)
+        return d
 
 
-def train_step(G, D, opt_G, opt_D, real, labels, args):
-    """One D update then one G update (k = 1, as the paper), on one batch of real images in [-1, 1]."""
+def train_step(G, D, opt_G, opt_D, real, labels, args, update_G):
+    """One D update on this batch of real images in [-1, 1]; then, when update_G (every d_steps-th batch), one G
+    update, on the same z."""
+    # --amp: G's and D's forward passes in bfloat16 (faster where the hardware has it); the losses in float32
+    amp = torch.autocast(real.device.type, dtype=torch.bfloat16, enabled=args.amp)
     z = torch.randn(real.size(0), args.latent_dim, device=real.device)
-    fake = G(z, labels)
-    ones, zeros = torch.ones(real.size(0), device=real.device), torch.zeros(real.size(0), device=real.device)
+    with amp, torch.set_grad_enabled(update_G):  # G's graph is kept only for the batches that update G
+        fake = G(z, labels)
 
-    # (1) Update D: maximise log D(x) + log(1 - D(G(z)))  <=>  minimise BCE(D(x), 1) + BCE(D(G(z)), 0)
-    d_real = D(real, labels)
-    d_fake = D(fake.detach(), labels)  # detach: this step must not touch G's gradients
-    d_loss = F.binary_cross_entropy_with_logits(d_real, ones) + F.binary_cross_entropy_with_logits(d_fake, zeros)
+    # (1) Update D: minimise -log D(x) - log(1 - D(G(z)))
+    with amp:
+        d_real = D(real, labels).float()  # (B,)
+        d_fake = D(fake.detach(), labels).float()  # (B,); detach: this step must not touch G's gradients
+    d_loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
     opt_D.zero_grad(set_to_none=True)
     d_loss.backward()
     opt_D.step()
+    stats = {"loss/d": d_loss.detach(), "loss/g": None,
+             "D(x)": torch.sigmoid(d_real).mean().detach(), "D(G(z))": torch.sigmoid(d_fake).mean().detach()}
 
-    # (2) Update G: maximise log D(G(z))  <=>  minimise BCE(D(G(z)), 1)   (non-saturating)
-    D.requires_grad_(False)  # D only judges here: no gradients for its weights (under DDP: no all-reduce)
-    g_out = D(fake, labels)
-    g_loss = F.binary_cross_entropy_with_logits(g_out, ones)
-    opt_G.zero_grad(set_to_none=True)
-    g_loss.backward()
-    opt_G.step()
-    D.requires_grad_(True)
-
-    return {"loss/d": d_loss.detach(), "loss/g": g_loss.detach(),
-            "D(x)": torch.sigmoid(d_real).mean().detach(), "D(G(z))": torch.sigmoid(d_fake).mean().detach()}
+    # (2) Update G: minimise -log D(G(z))   (non-saturating)
+    if update_G:
+        D.requires_grad_(False)  # D only judges here: no gradients for its weights (under DDP: no all-reduce)
+        with amp:
+            d_fake = D(fake, labels).float()  # (B,), by the updated D
+        g_loss = F.softplus(-d_fake).mean()
+        opt_G.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_G.step()
+        D.requires_grad_(True)
+        stats["loss/g"] = g_loss.detach()
+    return stats
 
 
 def main(argv=None):
@@ -141,9 +151,10 @@ def main(argv=None):
     opt_D = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), fused=True)
 
     run = common.Run(args, data, G, D, opt_G, opt_D, model_args, device)
-    G, D = run.parallel(G, D)  # under torchrun: DistributedDataParallel (README); one process: G and D as they are
+    G, D = run.parallel(G, D)  # torchrun: synchronised BatchNorm and DistributedDataParallel (parallel.py)
     for real, labels in run.batches():
-        run.log(train_step(G, D, opt_G, opt_D, real, labels, args))
+        update_G = (run.step + 1) % args.d_steps == 0  # run.step batches are done: this is batch run.step + 1
+        run.log(train_step(G, D, opt_G, opt_D, real, labels, args, update_G))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import argparse
 import hashlib
 import importlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,49 +31,43 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the training scripts
 import common  # noqa: E402
 
 ARCHS = ("vanilla_gan", "dcgan", "wgan", "wgan_gp")
-METRICS = ("fid", "kid", "is", "pr")
+METRICS = ("fid", "kid", "is")
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"  # the FID Inception file pytorch-fid downloads
-WEIGHTS_ENV = "GANZOO_INCEPTION_WEIGHTS"
-INCEPTION_MODES = ("compiled", "plain", "bf16")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=common.HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--ckpt", nargs="+", default=None, metavar="PATH", help="checkpoint file(s), or a run folder "
-                   "(models/<name>: its last.pt); default: the newest models/*/last.pt under the current folder")
-    p.add_argument("--n", type=common.positive_int, default=None, help="number of samples (default 64, "
-                   "10000 with --metrics)")
+                   "(models/<name>: its last.pt); None: the newest models/*/last.pt under the current folder")
+    p.add_argument("--n", type=common.positive_int, default=None, help="number of samples; None: 64, or 10000 "
+                   "with --metrics")
     p.add_argument("--nrow", type=common.positive_int, default=8, help="images per grid row")
     p.add_argument("--seed", type=int, default=0, help="fixes z (and so the samples)")
-    p.add_argument("--out", default=None, help="output .png (or .gif with --interpolate); default "
+    p.add_argument("--out", default=None, help="output .png (or .gif with --interpolate); None: "
                    "results/<name>/eval_<checkpoint>.png beside the run")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
                    help="auto: cuda, then mps, then cpu; any checkpoint loads on any device")
     p.add_argument("--batch-size", type=common.positive_int, default=None, help="images per forward pass (G and "
-                   "Inception); default 10 on CPU (measured fastest: benchmarks/inception_speed.py), 200 on a GPU")
+                   "Inception); None: 10 on a CPU (fastest there: benchmarks/inception_speed.py), 200 on a GPU")
     p.add_argument("--label", default=None, help="class to generate (index or name), conditional checkpoints")
     p.add_argument("--interpolate", action="store_true", help="latent walk: each row goes from one z to another")
     p.add_argument("--steps", type=common.positive_int, default=10, help="images per walk (--interpolate)")
     p.add_argument("--save-dir", default=None, help="also write the N samples as PNG files at the dataset's "
                    "native size (e.g. 28x28 for MNIST), as uint8, the way metrics see them")
     p.add_argument("--show", action="store_true", help="also open the figure in a window (where there is a display)")
-    m = p.add_argument_group("metrics")
+    m = p.add_argument_group("metrics (pytorch-fid's FID Inception: $TORCH_HOME/hub/checkpoints/" + WEIGHTS_NAME
+                             + ", downloaded there when missing)")
     m.add_argument("--metrics", default=None, help=f"comma-separated subset of {','.join(METRICS)} (is needs "
-                   "Inception weights with the classifier layer; pr is not offered by pytorch-fid: see README)")
+                   "Inception weights with the classifier layer)")
     m.add_argument("--ref", default=None, help="reference: mnist|fashion-mnist|cifar10[:train|:test], an image "
-                   "folder, or a pytorch-fid .npz of mu/sigma (FID only); default: the checkpoint's dataset, "
-                   "test split")
+                   "folder, or a pytorch-fid .npz of mu/sigma (FID only); None: the checkpoint's dataset, test split")
     m.add_argument("--ref-n", type=common.positive_int, default=10000, help="use at most this many reference "
                    "images (a fixed random subset)")
-    m.add_argument("--data-root", default=None, help="where --ref datasets live (default: the checkpoint's)")
-    m.add_argument("--inception-weights", default=None, help=f"the FID Inception weights ({WEIGHTS_NAME}); "
-                   f"default: ${WEIGHTS_ENV}, else torch.hub's cache, else download")
-    m.add_argument("--inception", choices=INCEPTION_MODES, default=None, help="how the FID network runs: "
-                   "compiled = pytorch-fid's float32 network through torch.compile (the same features to 1e-6, "
-                   "1.1x faster on a 2-core CPU, 10-45 s to compile); plain = pytorch-fid's network as it ships; "
-                   "bf16 = compiled under bfloat16 autocast (3.5-4x faster on CPUs with AMX, but FIDs up to 3%% off "
-                   "the float32 ones: for tracking a run, not for comparing with published figures); default: "
-                   "compiled on CPU, plain on a GPU")
+    m.add_argument("--data-root", default=None, help="where --ref datasets live; None: the checkpoint's")
+    m.add_argument("--bf16", action="store_true", help="APPROXIMATE: the Inception network in bfloat16 (3.5-4x "
+                   "faster on CPUs with AMX), FIDs up to 3%% off the float32 ones; for tracking a run, never for "
+                   "comparing with published figures (its cache and table are labelled -bf16)")
     m.add_argument("--kid-subsets", type=common.positive_int, default=100, help="KID: number of subsets")
     m.add_argument("--kid-subset-size", type=common.positive_int, default=1000, help="KID: samples per subset")
     m.add_argument("--json", default=None, help="also write the metrics table as JSON to this file")
@@ -111,11 +104,7 @@ def load_generator(path, device):
     if ck.get("arch") not in ARCHS:
         raise common.UserError(f"{ck['path']}: unknown arch {ck.get('arch')!r} (this ganzoo knows {', '.join(ARCHS)})")
     try:
-        module = importlib.import_module(ck["arch"])
-    except ImportError:
-        raise common.UserError(f"{ck['path']}: needs {ck['arch']}.py, which is not beside eval.py") from None
-    try:
-        G = module.Generator(**ck["model_args"])
+        G = importlib.import_module(ck["arch"]).Generator(**ck["model_args"])
         G.load_state_dict(ck["G"])
     except (KeyError, TypeError, RuntimeError) as e:
         raise common.UserError(f"{ck['path']}: its generator does not match {ck['arch']}.py "
@@ -135,12 +124,21 @@ def parse_label(label, ck):
         raise common.UserError(f"{ck['path']} is unconditional: --label needs a checkpoint trained with "
                                "--conditional", 2)
     classes = [str(c) for c in ck["classes"]]
-    listing = ", ".join(f"{i}={c}" for i, c in enumerate(classes))
     if label in classes:
         return classes.index(label)
     if label.lstrip("-").isdigit() and 0 <= int(label) < len(classes):
         return int(label)
+    listing = ", ".join(f"{i}={c}" for i, c in enumerate(classes))
     raise common.UserError(f"--label {label!r} is not a class of {ck['path']}: {listing}", 2)
+
+
+def title(ck):
+    """Run, epoch and step, and G's updates where there is one every d_steps steps (the WGANs: n_critic), so
+    that checkpoints of different papers compare on what G has had."""
+    d_steps = ck["args"].get("d_steps", ck["args"].get("n_critic", 1))  # n_critic: checkpoints before --d-steps
+    g = ck["step"] // d_steps
+    return f"{ck['args']['name']}  epoch {ck['epoch']}  (step {ck['step']}" + \
+        (f", {g} G update{'s' * (g != 1)})" if d_steps > 1 else ")")
 
 
 # ---------------------------------------------------------------------------------------------------- sampling
@@ -176,15 +174,6 @@ def native_uint8(x, ck):
     return common.to_native_size(common.to_uint8(x), d["native_size"], d["mapping"])
 
 
-def save_pngs(x_uint8, folder):
-    from PIL import Image
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, img in enumerate(x_uint8):
-        arr = img.permute(1, 2, 0).numpy()
-        Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(folder / f"{i:06d}.png")
-
-
 def slerp(z0, z1, t):
     """Spherical interpolation: Gaussian z live near a sphere, and a straight line between two of them passes
     through low-norm z that G rarely saw (White 2016, "Sampling Generative Networks")."""
@@ -201,198 +190,107 @@ def default_out(ck, suffix):
     return p.with_name(f"{p.stem}_samples{suffix}")
 
 
-def title(ck):
-    """Run, epoch and step; for the WGANs also G's updates (one every n_critic steps), so that checkpoints of
-    different papers compare on what G has had."""
-    n_critic = ck["args"].get("n_critic")
-    g = f", {ck['step'] // n_critic} G update{'s' * (ck['step'] // n_critic != 1)}" if n_critic else ""
-    return f"{ck['args']['name']}  epoch {ck['epoch']}  (step {ck['step']}{g})"
-
-
 def sample_grid(args, device):
+    """One checkpoint's figure: a grid (one labelled row per class when conditional), or a latent walk."""
     G, ck = load_generator(args.ckpt[0], device)
-    label = parse_label(args.label, ck)
-    dim = ck["model_args"]["latent_dim"]
+    label, dim = parse_label(args.label, ck), ck["model_args"]["latent_dim"]
     if args.interpolate:
         rows = max(1, args.n // args.steps)
         z0, z1 = latents(2 * rows, dim, args.seed).chunk(2)
-        t = torch.linspace(0, 1, args.steps)
-        z = torch.stack([slerp(z0, z1, ti.expand(rows)) for ti in t], 1).flatten(0, 1)  # (rows*steps, dim)
-        y = None if not n_classes(ck) else (torch.full((rows,), label) if label is not None
-                                            else torch.arange(rows) % n_classes(ck)).repeat_interleave(args.steps)
-        x = generate(G, z, y, device, args.batch_size)
+        z = torch.stack([slerp(z0, z1, t.expand(rows)) for t in torch.linspace(0, 1, args.steps)], 1).flatten(0, 1)
+        y = sample_labels(ck, rows, label)
+        x = generate(G, z, None if y is None else y.repeat_interleave(args.steps), device, args.batch_size)
         out = Path(args.out or default_out(ck, "_walk.png"))
-        if out.suffix.lower() == ".gif":  # one frame per step, there and back
-            x = x.view(rows, args.steps, *x.shape[1:])
-            tmp = out.with_name(f".{out.stem}_frames")
-            frames = [common.save_grid(x[:, i], tmp / f"{i:03d}.png", nrow=rows) for i in range(args.steps)]
-            common.save_gif(frames + frames[-2:0:-1], out, ms=120)
-            for f in frames:
-                f.unlink()
-            tmp.rmdir()
-        else:
-            common.save_grid(x, out, nrow=args.steps, title=title(ck) + "  latent walk")
+        if out.suffix.lower() != ".gif":
+            return common.save_grid(x, out, nrow=args.steps, title=title(ck) + "  latent walk")
+        x = x.view(rows, args.steps, *x.shape[1:])  # a GIF: one frame per step, there and back
+        frames = [common.save_grid(x[:, i], out.with_name(f".{out.stem}_{i:03d}.png"), nrow=rows)
+                  for i in range(args.steps)]
+        common.save_gif(frames + frames[-2:0:-1], out, ms=120)
+        for f in frames:
+            f.unlink()
         return out
     if n_classes(ck) and label is None:  # one row per class, the same z in each column
         per = max(1, args.n // n_classes(ck))
         z = latents(per, dim, args.seed).repeat(n_classes(ck), 1)
-        y = torch.arange(n_classes(ck)).repeat_interleave(per)
-        x = generate(G, z, y, device, args.batch_size)
-        out = Path(args.out or default_out(ck, ".png"))
-        common.save_grid(x, out, nrow=per, row_labels=[str(c) for c in ck["classes"]], title=title(ck))
-        return out
+        x = generate(G, z, torch.arange(n_classes(ck)).repeat_interleave(per), device, args.batch_size)
+        return common.save_grid(x, Path(args.out or default_out(ck, ".png")), nrow=per,
+                                row_labels=[str(c) for c in ck["classes"]], title=title(ck))
     x = generate(G, latents(args.n, dim, args.seed), sample_labels(ck, args.n, label), device, args.batch_size)
     suffix = "" if label is None else f"_{ck['classes'][label]}".replace("/", "-")
-    out = Path(args.out or default_out(ck, f"{suffix}.png"))
-    common.save_grid(x, out, nrow=args.nrow, title=title(ck) + (f"  class {ck['classes'][label]}" if suffix else ""))
-    return out
+    return common.save_grid(x, Path(args.out or default_out(ck, f"{suffix}.png")), nrow=args.nrow,
+                            title=title(ck) + (f"  class {ck['classes'][label]}" if suffix else ""))
 
 
-def compare_figure(args, device):
-    """One titled row per checkpoint, the same z (and labels) in every row where the latent sizes match."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from torchvision.utils import make_grid
-    rows = []
+def compare_figure(args, device, row_titles=None):
+    """One row per checkpoint, titled in a left margin, the same z (and labels) in every row where the latent
+    sizes match. row_titles: one per checkpoint (default: run, epoch and step)."""
+    rows, titles = [], []
     for path in args.ckpt:
         G, ck = load_generator(path, device)
         label = parse_label(args.label, ck) if args.label is not None and n_classes(ck) else None
         z = latents(args.nrow, ck["model_args"]["latent_dim"], args.seed)
-        x = generate(G, z, sample_labels(ck, args.nrow, label), device, args.batch_size)
-        rows.append((title(ck), make_grid(x, nrow=args.nrow, normalize=True, value_range=(-1, 1), pad_value=1)))
-    h, w = max(g.shape[1] for _, g in rows), max(g.shape[2] for _, g in rows)
-    width = max(6, w / 40)  # inches; each row is its grid plus a title line
-    fig, axes = plt.subplots(len(rows), 1, figsize=(width, 0.2 + len(rows) * (width * h / w + 0.35)), squeeze=False)
-    for ax, (name, grid) in zip(axes[:, 0], rows):
-        ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
-        ax.set_title(name, fontsize=9, loc="left")
-        ax.axis("off")
-    fig.tight_layout()
+        rows.append(generate(G, z, sample_labels(ck, args.nrow, label), device, args.batch_size))
+        titles.append(title(ck).replace("  ", "\n", 1))
+    size = max(x.shape[-1] for x in rows)  # checkpoints of other sizes: resized to the largest, grey to RGB
+    rows = [torch.nn.functional.interpolate(x, size=size).expand(-1, max(r.shape[1] for r in rows), -1, -1)
+            for x in rows]
     out = Path(args.out or default_out(ck, "_compare.png"))  # beside the last checkpoint's run
-    common.atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
-    return out
+    return common.save_grid(torch.cat(rows), out, nrow=args.nrow, row_labels=row_titles or titles)
 
 
 def save_samples(args, device):
     """--save-dir: the N samples exactly as the metrics see them (native size, uint8 PNG)."""
+    from PIL import Image
     G, ck = load_generator(args.ckpt[0], device)
     label = parse_label(args.label, ck)
     x = generate(G, latents(args.n, ck["model_args"]["latent_dim"], args.seed), sample_labels(ck, args.n, label),
                  device, args.batch_size)
     x = native_uint8(x, ck)
-    save_pngs(x, args.save_dir)
-    return Path(args.save_dir), "x".join(map(str, x.shape[1:]))
+    folder = Path(args.save_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(x.permute(0, 2, 3, 1).numpy()):
+        Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img).save(folder / f"{i:06d}.png")
+    return folder, "x".join(map(str, x.shape[1:]))
 
 
 # ------------------------------------------------------------------------------------------------------ metrics
-def find_weights(path=None):
-    """--inception-weights, else $GANZOO_INCEPTION_WEIGHTS, else torch.hub's cache; None: let pytorch-fid download."""
-    path = path or os.environ.get(WEIGHTS_ENV)
-    if path:
-        if not Path(path).is_file():
-            raise common.UserError(f"Inception weights {path}: no such file", 2)
-        return Path(path)
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_NAME
-    return cached if cached.is_file() else None
-
-
-def inception_v3(path=None):
-    """pytorch-fid's FID Inception up to pool3, in training mode. path: its weights file, shown to pytorch-fid where
-    it looks for its download (a private torch.hub dir, so the user's own is left alone); None: pytorch-fid finds
-    them in torch.hub's cache or downloads them there."""
-    from pytorch_fid.inception import InceptionV3
-    if path is None:
-        return InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
-    import tempfile
-    hub = torch.hub.get_dir()
-    with tempfile.TemporaryDirectory(prefix="ganzoo-hub-") as tmp:
-        os.makedirs(os.path.join(tmp, "checkpoints"))
-        os.symlink(Path(path).resolve(), os.path.join(tmp, "checkpoints", WEIGHTS_NAME))
-        torch.hub.set_dir(tmp)
-        try:
-            return InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
-        finally:
-            torch.hub.set_dir(hub)
-
-
-def feature_extractor(weights, device, mode="plain"):
+def feature_extractor(device, bf16=False):
     """-> (f, name, classifier): f maps float (B, 3, H, W) in [0, 1] to pool3 features (B, 2048), exactly as
-    pytorch-fid (bilinear resize to 299, 2x - 1, the FID Inception); name identifies the network (and, for bf16,
-    the precision) for cache keys; classifier is the network's 2048 -> 1008 logits weight for the Inception Score,
-    or None when the weights file has none (FID-only files such as ../shared/fid's fill it with NaN).
-    mode: one of INCEPTION_MODES (see --inception)."""
+    pytorch-fid (bilinear resize to 299, 2x - 1, the FID Inception); name identifies the network (and bf16) for
+    cache keys; classifier is the network's 2048 -> 1008 logits weight for the Inception Score, or None when the
+    weights file has none (FID-only files fill it with NaN). The weights are pytorch-fid's, from torch.hub's cache
+    ($TORCH_HOME/hub/checkpoints/), downloaded there by pytorch-fid when missing."""
     try:
-        import pytorch_fid.inception  # what inception_v3 builds the network from
+        from pytorch_fid.inception import InceptionV3
     except ImportError:
         raise common.UserError("--metrics needs pytorch-fid: pip install pytorch-fid") from None
-    path = find_weights(weights)
-    hub = torch.hub.get_dir()
+    path = Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_NAME
     try:
-        model = inception_v3(path)
-    except Exception as e:
-        if path is not None:  # a file that is not the network's state dict: wrong keys, not a torch file...
-            raise common.UserError(f"{path} is not the FID Inception state dict ({type(e).__name__})") from None
-        where = Path(hub) / "checkpoints" / WEIGHTS_NAME  # no file and no network: URLError, HTTPError, ...
-        raise common.UserError(f"FID Inception weights not found and not downloadable ({type(e).__name__}): put "
-                               f"{WEIGHTS_NAME} at {where}, or pass --inception-weights PATH (or set "
-                               f"${WEIGHTS_ENV})") from None
-    path = path or Path(hub) / "checkpoints" / WEIGHTS_NAME  # pytorch-fid has just downloaded it there
-    model = model.eval().to(device, memory_format=torch.channels_last)
-    name = f"pytorch-fid-{pytorch_fid.__version__}-pool3-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
-    name += "-bf16" if mode == "bf16" else ""  # float32 features, compiled or not, agree to 1e-6: one cache
+        model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval().to(device, memory_format=torch.channels_last)
+    except Exception as e:  # no file and no network (URLError...), or a file that is not the network's weights
+        raise common.UserError(f"the FID Inception weights could not be loaded ({type(e).__name__}): put "
+                               f"{WEIGHTS_NAME} in {path.parent} (or point $TORCH_HOME elsewhere)") from None
+    name = f"pytorch-fid-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}" + ("-bf16" if bf16 else "")
     # pytorch-fid keeps only the layers up to pool3; the classifier stays in the file. Its weight without the bias
     # is what the original IS code multiplies pool3 by ("softmax/logits/MatMul"), so IS needs no second pass.
     fc = torch.load(path, map_location="cpu", weights_only=True).get("fc.weight")
     classifier = fc.double().numpy() if fc is not None and torch.isfinite(fc).all() else None
 
-    net = model if mode == "plain" else compiled(model)
-
     @torch.no_grad()
     def f(x):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mode == "bf16"):
-            return net(x.to(device, memory_format=torch.channels_last))[0].flatten(1).float().cpu()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            return model(x.to(device, memory_format=torch.channels_last))[0].flatten(1).float().cpu()
     return f, name, classifier
-
-
-def compiled(model):
-    """model through torch.compile with frozen weights: inductor folds each BatchNorm into its convolution and fuses
-    the ReLUs (1.07-1.16x on a 2-core CPU in float32, to 1e-6 of the plain features). It compiles on the first
-    batch, and once more for each new batch size (features() pads the last batch, so a run compiles once). Where
-    compiling fails (no C++ compiler, an unsupported device), the plain network, with one line."""
-    net = torch.compile(model, options={"freezing": True})
-
-    def run(x):
-        nonlocal net
-        try:
-            return net(x)
-        except Exception as e:
-            if net is model:
-                raise
-            print(f"note: torch.compile of the Inception network failed ({type(e).__name__}); using it as it ships "
-                  "(--inception plain)", file=sys.stderr)
-            net = model
-            return net(x)
-    return run
 
 
 def features(extract, images, batch_size, desc):
     """uint8 (N, C, H, W), C = 1 or 3 -> float32 numpy (N, D). Grey is repeated to 3 channels, as PIL's
     convert('RGB') does for pytorch-fid's image files; /255 is its ToTensor."""
     from tqdm import tqdm
-    out = []
-    for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False):
-        x = images[i:i + batch_size].float() / 255
-        n = len(x)  # the last batch is padded to batch_size, so a compiled network sees one shape (eval mode:
-        x = torch.cat([x, x[-1:].expand(batch_size - n, -1, -1, -1)]) if n < batch_size else x  # images stay apart)
-        out.append(extract(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x)[:n])
+    out = [extract((x.float() / 255).expand(-1, 3, -1, -1))
+           for x in tqdm(images.split(batch_size), desc=desc, unit="batch", leave=False)]
     return torch.cat(out).numpy()
-
-
-def fid_from_stats(mu1, sigma1, mu2, sigma2):
-    from pytorch_fid.fid_score import calculate_frechet_distance
-    return float(calculate_frechet_distance(mu1, sigma1, mu2, sigma2))
 
 
 def stats(f):
@@ -400,12 +298,16 @@ def stats(f):
     return f.mean(0), np.cov(f, rowvar=False)
 
 
+def fid_from_stats(mu1, sigma1, mu2, sigma2):
+    from pytorch_fid.fid_score import calculate_frechet_distance
+    return float(calculate_frechet_distance(mu1, sigma1, mu2, sigma2))
+
+
 def kid(f1, f2, subsets=100, subset_size=1000, seed=0):
     """Kernel Inception Distance (Binkowski et al. 2018): the unbiased MMD^2 estimator with the kernel
     k(x, y) = (x.y / d + 1)^3, averaged over random subsets. -> (mean, std)."""
     rng = np.random.default_rng(seed)
-    m = min(len(f1), len(f2), subset_size)
-    d = f1.shape[1]
+    m, d = min(len(f1), len(f2), subset_size), f1.shape[1]
     values = []
     for _ in range(subsets):
         x = f1[rng.choice(len(f1), m, replace=False)].astype(np.float64)
@@ -432,7 +334,6 @@ def inception_score(features, classifier, splits=10):
 def reference(spec, ck, args, extract, name):
     """-> {'label', 'mu', 'sigma', 'feats' (None for an .npz), 'n'}; features cached under cache_dir()/fid."""
     d = ck["data"]
-    native = d["native_size"]
     if spec is None:
         spec = f"{d['dataset']}:test" if d["dataset"] != "folder" else d["source"]
     if spec.endswith(".npz"):
@@ -448,21 +349,19 @@ def reference(spec, ck, args, extract, name):
         if split not in ("train", "test"):
             raise common.UserError(f"--ref {spec}: the split is train or test", 2)
         root = args.data_root or ck["args"].get("data_root", "data")
-        source = lambda: common.load_dataset(dataset, root, native, split=split)  # noqa: E731
         where = f"{dataset}:{split}@{Path(root).resolve()}"
     elif Path(spec).is_dir():
-        source = lambda: common.load_dataset("folder", spec, native, workers=0)  # noqa: E731
-        where, dataset, split = f"folder@{Path(spec).resolve()}", "folder", ""
+        root, dataset, split, where = spec, "folder", "train", f"folder@{Path(spec).resolve()}"
     else:
         raise common.UserError(f"--ref {spec!r}: give mnist|fashion-mnist|cifar10[:train|:test], an image folder "
                                "or an .npz", 2)
-    key = hashlib.sha1(f"{where}|{native}|{args.ref_n}|{name}".encode()).hexdigest()[:16]
-    path = common.cache_dir() / "fid" / f"{dataset}-{split or 'all'}-{native}px-{key}.npz"
+    key = hashlib.sha1(f"{where}|{d['native_size']}|{args.ref_n}|{name}".encode()).hexdigest()[:16]
+    path = common.cache_dir() / "fid" / f"{dataset}-{split}-{d['native_size']}px-{key}.npz"
     if path.exists():
         with np.load(path) as z:
             feats = z["feats"]
-    else:
-        data = source()  # at the checkpoint's native size (a folder: resized and center-cropped as in training)
+    else:  # at the checkpoint's native size (a folder: resized and center-cropped as in training)
+        data = common.load_dataset(dataset, root, d["native_size"], split=split, workers=0)
         idx = torch.arange(len(data))
         if len(data) > args.ref_n:  # a fixed random subset, the same every time
             idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:args.ref_n]
@@ -470,21 +369,17 @@ def reference(spec, ck, args, extract, name):
         feats = features(extract, images, args.batch_size, f"reference features {spec}")
         common.atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), feats=feats))
         print(f"cached reference features: {path}", file=sys.stderr)
-    mu, sigma = stats(feats)
-    return {"label": spec, "mu": mu, "sigma": sigma, "feats": feats, "n": len(feats)}
+    return {"label": spec, "mu": stats(feats)[0], "sigma": stats(feats)[1], "feats": feats, "n": len(feats)}
 
 
 def measure(args, device):
     """--metrics: one row per checkpoint (FID, KID, IS on N samples), printed as a table; --json, --plot."""
-    extract, name, classifier = feature_extractor(args.inception_weights, device, args.inception)
-    wanted = [m for m in args.metrics if m != "pr"]
-    if "pr" in args.metrics:
-        print("note: precision/recall is not computed: pytorch-fid, the metrics library ganzoo uses, does not "
-              "offer it", file=sys.stderr)
+    extract, name, classifier = feature_extractor(device, args.bf16)
+    wanted = list(args.metrics)
     if "is" in wanted and classifier is None:
         wanted.remove("is")
         print("note: Inception Score is not computed: these Inception weights have no classifier layer (FID-only "
-              "files such as ../shared/fid's); the full file pytorch-fid downloads has it", file=sys.stderr)
+              "files have none); the full file pytorch-fid downloads has it", file=sys.stderr)
     if not wanted:
         raise common.UserError("--metrics: nothing left to compute (fid and kid need only the FID weights)", 2)
     if args.n < 10000:
@@ -508,12 +403,11 @@ def measure(args, device):
         f = features(extract, x, args.batch_size, f"features {Path(ck['path']).name}")
         if "fid" in wanted:
             row["fid"] = fid_from_stats(*stats(f), ref["mu"], ref["sigma"])
-        if "kid" in wanted:
-            if ref["feats"] is None:
-                print(f"note: KID needs reference features; {ref['label']} holds only mu/sigma: KID skipped",
-                      file=sys.stderr)
-            else:
-                row["kid"], row["kid_std"] = kid(f, ref["feats"], args.kid_subsets, args.kid_subset_size)
+        if "kid" in wanted and ref["feats"] is None:
+            print(f"note: KID needs reference features; {ref['label']} holds only mu/sigma: KID skipped",
+                  file=sys.stderr)
+        elif "kid" in wanted:
+            row["kid"], row["kid_std"] = kid(f, ref["feats"], args.kid_subsets, args.kid_subset_size)
         if "is" in wanted:
             row["is"], row["is_std"] = inception_score(f, classifier)
         row["seconds"] = round(time.time() - t0, 1)
@@ -537,71 +431,51 @@ def print_table(rows):
         print(f"{r['checkpoint'][-44:]:<44} {r['epoch']:>5} {r['n']:>6} {fid_s:>8} {kid_s:>17} {is_s:>13} "
               f"{r['seconds']:>8.0f}")
     if "ref" in rows[0]:
-        n_ref = f"{rows[0]['ref_n']} images" if rows[0]["ref_n"] else "precomputed mu/sigma"
-        print(f"reference: {rows[0]['ref']} ({n_ref})")
+        print(f"reference: {rows[0]['ref']} ({rows[0]['ref_n'] or 'precomputed mu/sigma'} images)")
     print(f"features: {rows[0]['feature_extractor']}")
 
 
 def plot_fid(rows, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     runs = {}
     for r in rows:
         runs.setdefault(Path(r["checkpoint"]).parent.name, []).append((r["epoch"], r["fid"]))
     for name, pts in runs.items():
-        pts.sort()
-        ax.plot(*zip(*pts), marker="o", label=name)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(f"FID (N = {rows[0]['n']})")
+        ax.plot(*zip(*sorted(pts)), marker="o", label=name)
+    ax.set(xlabel="epoch", ylabel=f"FID (N = {rows[0]['n']})", title="FID against epoch")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     common.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
 
 
 def default_batch_size(device):
-    # on CPU small batches keep Inception's activations in cache: 14 img/s at 10 against 12 at 50 on 2 cores
+    # on a CPU small batches keep Inception's activations in cache: 14 img/s at 10 against 12 at 50 on 2 cores
     return 10 if device.type == "cpu" else 200
 
 
-GUI_BACKENDS = ("macosx", "qtagg", "gtk4agg", "gtk3agg", "tkagg", "wxagg")  # matplotlib's own order of preference
-
-
 def show(path):
-    """--show: open a written figure in a matplotlib window; one line instead where no window can open."""
-    path = Path(path)
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        print(f"--show: no display here (DISPLAY is not set); the figure is in {path}", file=sys.stderr)
-        return False
+    """--show: the written figure in a matplotlib window. matplotlib picks a GUI toolkit itself, and "agg" (files
+    only) where it finds no display or no toolkit: then one line says where the figure is."""
+    import matplotlib
+    if matplotlib.get_backend().lower() == "agg":
+        print(f"--show: no window can open here (no display, or no GUI toolkit for matplotlib); the figure is in "
+              f"{path}", file=sys.stderr)
+        return
     import matplotlib.pyplot as plt
     from PIL import Image
     with Image.open(path) as im:  # a GIF shows its first frame
         img = np.asarray(im.convert("RGB"))
-    for backend in GUI_BACKENDS:
-        try:  # the toolkit may be missing, or unable to reach the display: try the next
-            plt.switch_backend(backend)
-            fig = plt.figure(figsize=(img.shape[1] / 100, img.shape[0] / 100), dpi=100)
-            break
-        except Exception:
-            continue
-    else:
-        print(f"--show: matplotlib cannot open a window here (no GUI toolkit such as tkinter or PyQt reached the "
-              f"display); the figure is in {path}", file=sys.stderr)
-        return False
-    fig.canvas.manager.set_window_title(str(path))
-    fig.figimage(img)
+    plt.figure(str(path), figsize=(img.shape[1] / 100, img.shape[0] / 100), dpi=100).figimage(img)
     plt.show()
-    return True
 
 
 def main(argv=None):
     args = parse_args(argv)
     device = common.get_device(args.device)
     args.batch_size = args.batch_size or default_batch_size(device)
-    args.inception = args.inception or ("compiled" if device.type == "cpu" else "plain")
     if args.metrics:
         measure(args, device)
     if args.save_dir:

@@ -27,9 +27,9 @@ import common
 
 def parse_args(argv=None):
     # The paper trained with SGD and momentum (the authors' mnist.yaml: lr 0.1, minibatch 100); Adam with lr 2e-4
-    # and beta1 0.5 (DCGAN's) trains these MLPs without the paper's hand-tuned decay schedules. Minibatch 100 and
-    # z of 100 dimensions are the paper's; so are the 1200-unit hidden layers of its MNIST generator.
-    p = common.arg_parser(__doc__, lr=2e-4, batch_size=100, latent_dim=100)
+    # and beta1 0.5 (DCGAN's) trains these MLPs without the paper's hand-tuned decay schedules. Minibatch 100, z of
+    # 100 and k = 1 D update per G update (Algorithm 1) are the paper's, as are its generator's 1200-unit layers.
+    p = common.arg_parser(__doc__, lr=2e-4, batch_size=100, d_steps=1)
     p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (DCGAN's 0.5)")
     p.add_argument("--beta2", type=float, default=0.999, help="Adam beta2 (PyTorch's default)")
     p.add_argument("--width", type=common.positive_int, default=1200, help="units in each hidden layer of G and D")
@@ -59,7 +59,7 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """image (B, channels, S, S) [+ y] -> logit (B,).
+    """image (B, channels, S, S) [+ y] -> d (B,), a logit: D(x) = sigmoid(d(x)).
 
     The paper's D used maxout units (the max of 5 linear pieces) with dropout. Maxout is not a PyTorch layer;
     LeakyReLU(0.2) is max(a, 0.2 a), a two-piece maxout whose pieces share their weights: piecewise linear and
@@ -81,35 +81,41 @@ class Discriminator(nn.Module):
         x = x.flatten(1)  # (B, C*S*S)
         if self.n_classes:
             x = torch.cat([x, F.one_hot(y, self.n_classes).to(x.dtype)], dim=1)  # (B, C*S*S + n_classes)
-        return self.net(x).flatten()  # (B,)
+        return self.net(x).flatten()  # (B,): d, a logit
 
 
-def train_step(G, D, opt_G, opt_D, real, labels, args):
-    """One D update then one G update (k = 1, the paper's choice in Algorithm 1), on one batch of real images in
-    [-1, 1]. G's update reuses this batch's z (Algorithm 1 draws a fresh one from the same prior)."""
+def train_step(G, D, opt_G, opt_D, real, labels, args, update_G):
+    """One D update on this batch of real images in [-1, 1]; then, when update_G (every d_steps-th batch), one G
+    update, on the same z."""
+    # --amp: G's and D's forward passes in bfloat16 (faster where the hardware has it); the losses in float32
+    amp = torch.autocast(real.device.type, dtype=torch.bfloat16, enabled=args.amp)
     z = torch.randn(real.size(0), args.latent_dim, device=real.device)
-    fake = G(z, labels)
-    ones, zeros = torch.ones(real.size(0), device=real.device), torch.zeros(real.size(0), device=real.device)
+    with amp, torch.set_grad_enabled(update_G):  # G's graph is kept only for the batches that update G
+        fake = G(z, labels)
 
-    # (1) Update D: maximise log D(x) + log(1 - D(G(z)))  <=>  minimise BCE(D(x), 1) + BCE(D(G(z)), 0)
-    d_real = D(real, labels)
-    d_fake = D(fake.detach(), labels)  # detach: this step must not touch G's gradients
-    d_loss = F.binary_cross_entropy_with_logits(d_real, ones) + F.binary_cross_entropy_with_logits(d_fake, zeros)
+    # (1) Update D: minimise -log D(x) - log(1 - D(G(z)))
+    with amp:
+        d_real = D(real, labels).float()  # (B,)
+        d_fake = D(fake.detach(), labels).float()  # (B,); detach: this step must not touch G's gradients
+    d_loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
     opt_D.zero_grad(set_to_none=True)
     d_loss.backward()
     opt_D.step()
+    stats = {"loss/d": d_loss.detach(), "loss/g": None,
+             "D(x)": torch.sigmoid(d_real).mean().detach(), "D(G(z))": torch.sigmoid(d_fake).mean().detach()}
 
-    # (2) Update G: maximise log D(G(z))  <=>  minimise BCE(D(G(z)), 1)   (non-saturating)
-    D.requires_grad_(False)  # D only judges here: no gradients for its weights (under DDP: no all-reduce)
-    g_out = D(fake, labels)
-    g_loss = F.binary_cross_entropy_with_logits(g_out, ones)
-    opt_G.zero_grad(set_to_none=True)
-    g_loss.backward()
-    opt_G.step()
-    D.requires_grad_(True)
-
-    return {"loss/d": d_loss.detach(), "loss/g": g_loss.detach(),
-            "D(x)": torch.sigmoid(d_real).mean().detach(), "D(G(z))": torch.sigmoid(d_fake).mean().detach()}
+    # (2) Update G: minimise -log D(G(z))   (non-saturating)
+    if update_G:
+        D.requires_grad_(False)  # D only judges here: no gradients for its weights (under DDP: no all-reduce)
+        with amp:
+            d_fake = D(fake, labels).float()  # (B,), by the updated D
+        g_loss = F.softplus(-d_fake).mean()
+        opt_G.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_G.step()
+        D.requires_grad_(True)
+        stats["loss/g"] = g_loss.detach()
+    return stats
 
 
 def main(argv=None):
@@ -127,9 +133,10 @@ def main(argv=None):
     opt_D = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), fused=True)
 
     run = common.Run(args, data, G, D, opt_G, opt_D, model_args, device)
-    G, D = run.parallel(G, D)  # under torchrun: DistributedDataParallel (README); one process: G and D as they are
+    G, D = run.parallel(G, D)  # torchrun: synchronised BatchNorm and DistributedDataParallel (parallel.py)
     for real, labels in run.batches():
-        run.log(train_step(G, D, opt_G, opt_D, real, labels, args))
+        update_G = (run.step + 1) % args.d_steps == 0  # run.step batches are done: this is batch run.step + 1
+        run.log(train_step(G, D, opt_G, opt_D, real, labels, args, update_G))
 
 
 if __name__ == "__main__":

@@ -12,11 +12,15 @@ gradient. The Wasserstein distance stays continuous in G's parameters, so the cr
 to optimality, n_critic = 5 updates per G update, and its estimate tracks sample quality (the paper's Fig. 3): it
 is logged as wasserstein/estimate. D outputs a score, not a probability: no sigmoid, no log.
 
-Steps and epochs: a step is one batch of real images, i.e. one critic update; every n_critic-th step also
-updates G (Algorithm 1). An epoch is one pass over the training set, as for the other scripts, so 5 epochs of
+Steps and epochs: a step is one batch of real images, i.e. one critic update; every n_critic-th step (--d-steps)
+also updates G (Algorithm 1). An epoch is one pass over the training set, as for the other scripts, so 5 epochs of
 MNIST at batch 64 are 4685 critic and 937 generator updates. The authors' code also gives the critic 100 updates
 for each of the first 25 G updates and every 500th: a trick that is not in the paper's Algorithm 1. It is left
 out, since in a 5-epoch run it would spend over half the data on 30 G updates.
+
+Not as in the paper: G's update reuses the z of the critic's last update (Algorithm 1 draws a fresh one from the
+same prior: an equally unbiased estimate, one G forward dearer); BatchNorm's scales start at N(1, 0.02), as in
+DCGAN's code and the authors', and the first clipping sets them to 0.01, as there.
 
 Conditional (--conditional): G(z, y) gets y one-hot concatenated to z, as in dcgan.py; the critic uses a
 projection (Miyato & Koyama 2018): D(x, y) = w.phi(x) + embed(y).phi(x), its embedding clipped like any weight.
@@ -33,18 +37,16 @@ import common
 
 
 def parse_args(argv=None):
-    # Algorithm 1's defaults: alpha = 5e-5 (RMSProp), c = 0.01, m = 64, n_critic = 5; z of 100 as DCGAN
-    p = common.arg_parser(__doc__, lr=5e-5, batch_size=64, latent_dim=100)
-    p.add_argument("--n-critic", type=common.positive_int, default=5, help="critic updates per G update")
+    # Algorithm 1's defaults: alpha = 5e-5 (RMSProp), m = 64, n_critic = 5, c = 0.01; z of 100 as DCGAN
+    p = common.arg_parser(__doc__, lr=5e-5, batch_size=64, d_steps=5)
     p.add_argument("--clip", type=common.positive_float, default=0.01, help="clip the critic's weights to [-c, c]")
     p.add_argument("--width", type=common.positive_int, default=64, help="channels of G's last and D's first layer")
     return common.finish_args(p, argv, arch="wgan")
 
 
 def init_weights(m):
-    # "All weights were initialized from a zero-centered Normal distribution with standard deviation 0.02";
-    # D's class embedding too, as it acts as a per-class output layer. BatchNorm's scale ~ N(1, 0.02) is not in
-    # the paper: it follows the PyTorch DCGAN example (the WGAN authors' code initialises the same way).
+    # DCGAN's: "All weights were initialized from a zero-centered Normal distribution with standard deviation 0.02",
+    # D's class embedding too (a per-class output layer); BatchNorm's scales ~ N(1, 0.02), its shifts 0
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
         nn.init.normal_(m.weight, 0.0, 0.02)
     elif isinstance(m, nn.BatchNorm2d):
@@ -56,14 +58,14 @@ class Generator(nn.Module):
     """z (B, latent_dim) [+ y] -> image (B, channels, S, S) in [-1, 1]; S = 32 or 64.
 
     Fractional-strided convolutions double the size each block; BatchNorm and ReLU everywhere except the output,
-    which is Tanh without BatchNorm (DCGAN, Section 3). Conv biases are dropped before BatchNorm, which cancels them.
+    which is Tanh without BatchNorm (Section 3). Conv biases are dropped before BatchNorm, which cancels them.
     dcgan.py's, unchanged: the paper's experiments use DCGAN's generator.
     """
 
     def __init__(self, latent_dim, channels, image_size, n_classes=0, width=64):
         super().__init__()
         self.n_classes = n_classes
-        c = width * image_size // 8  # 512 at 64x64 (DCGAN's Fig. 1), 256 at 32x32
+        c = width * image_size // 8  # 512 at 64x64 (Fig. 1), 256 at 32x32
         layers = [nn.ConvTranspose2d(latent_dim + n_classes, c, 4, stride=1, padding=0, bias=False),
                   nn.BatchNorm2d(c), nn.ReLU(inplace=True)]  # (B, c, 4, 4): the "project and reshape" of Fig. 1
         while c > width:  # (B, c/2, 8, 8) -> ... -> (B, width, S/2, S/2)
@@ -81,11 +83,11 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """image (B, channels, S, S) [+ y] -> score (B,), unbounded: the paper's critic.
+    """image (B, channels, S, S) [+ y] -> D(x) (B,), a score, unbounded: the paper's critic.
 
-    DCGAN's discriminator without the sigmoid (its output was a logit already): strided convolutions halve the size
-    each block; LeakyReLU(0.2); BatchNorm everywhere except the input layer. The class keeps the name Discriminator
-    so that eval.py, the tests and `diff dcgan.py wgan.py` line up; the text calls it the critic, as the paper does.
+    DCGAN's discriminator without the sigmoid (it output a logit already): strided convolutions halve the size
+    each block; LeakyReLU(0.2); BatchNorm everywhere except the input layer. The class keeps the name
+    Discriminator so that eval.py, the tests and `diff dcgan.py wgan.py` line up; the text calls it the critic.
     """
 
     def __init__(self, channels, image_size, n_classes=0, width=64):
@@ -103,36 +105,41 @@ class Discriminator(nn.Module):
 
     def forward(self, x, y=None):
         h = self.features(x)  # (B, c, 4, 4)
-        score = self.out(h).flatten()  # (B,)
+        d = self.out(h).flatten()  # (B,)
         if self.embed is not None:
-            score = score + (self.embed(y) * h.flatten(1)).sum(1)  # + embed(y).phi(x)
-        return score
+            d = d + (self.embed(y) * h.flatten(1)).sum(1)  # + embed(y).phi(x)
+        return d
 
 
 def train_step(G, D, opt_G, opt_D, real, labels, args, update_G):
-    """One critic update on this batch of real images in [-1, 1]; then, when update_G (every n_critic-th
-    batch, Algorithm 1), one G update."""
+    """One D update on this batch of real images in [-1, 1]; then, when update_G (every d_steps-th batch), one G
+    update, on the same z."""
+    # --amp: G's and D's forward passes in bfloat16 (faster where the hardware has it); the losses in float32
+    amp = torch.autocast(real.device.type, dtype=torch.bfloat16, enabled=args.amp)
     z = torch.randn(real.size(0), args.latent_dim, device=real.device)
-    with torch.set_grad_enabled(update_G):  # G's graph is kept only for the batches that update G
+    with amp, torch.set_grad_enabled(update_G):  # G's graph is kept only for the batches that update G
         fake = G(z, labels)
 
-    # (1) Update D: maximise E[D(x)] - E[D(G(z))]  <=>  minimise E[D(G(z))] - E[D(x)], then clip w to [-c, c]
-    d_real = D(real, labels).mean()
-    d_fake = D(fake.detach(), labels).mean()  # detach: this step must not touch G's gradients
-    d_loss = d_fake - d_real
+    # (1) Update D: maximise E[D(x)] - E[D(G(z))], i.e. minimise E[D(G(z))] - E[D(x)]; then clip w to [-c, c]
+    with amp:
+        d_real = D(real, labels).float()  # (B,)
+        d_fake = D(fake.detach(), labels).float()  # (B,); detach: this step must not touch G's gradients
+    d_loss = d_fake.mean() - d_real.mean()
     opt_D.zero_grad(set_to_none=True)
     d_loss.backward()
     opt_D.step()
     with torch.no_grad():
         for p in D.parameters():  # Algorithm 1, line 7: the crude Lipschitz constraint that WGAN-GP replaces
             p.clamp_(-args.clip, args.clip)
-    stats = {"loss/d": d_loss.detach(), "loss/g": None, "wasserstein/estimate": (d_real - d_fake).detach()}
+    stats = {"loss/d": d_loss.detach(), "loss/g": None,
+             "wasserstein/estimate": (d_real.mean() - d_fake.mean()).detach()}
 
-    # (2) Update G: minimise -E[D(G(z))]; the same z as the critic's batch (Algorithm 1 draws a fresh one from
-    # the same prior: an equally unbiased estimate, one G forward cheaper)
+    # (2) Update G: minimise -E[D(G(z))]
     if update_G:
         D.requires_grad_(False)  # D only judges here: no gradients for its weights (under DDP: no all-reduce)
-        g_loss = -D(fake, labels).mean()
+        with amp:
+            d_fake = D(fake, labels).float()  # (B,), by the updated D
+        g_loss = -d_fake.mean()
         opt_G.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_G.step()
@@ -156,9 +163,9 @@ def main(argv=None):
     opt_D = torch.optim.RMSprop(D.parameters(), lr=args.lr)
 
     run = common.Run(args, data, G, D, opt_G, opt_D, model_args, device)
-    G, D = run.parallel(G, D)  # under torchrun: DistributedDataParallel (README); one process: G and D as they are
+    G, D = run.parallel(G, D)  # torchrun: synchronised BatchNorm and DistributedDataParallel (parallel.py)
     for real, labels in run.batches():
-        update_G = (run.step + 1) % args.n_critic == 0  # run.step batches are done; this is batch run.step + 1
+        update_G = (run.step + 1) % args.d_steps == 0  # run.step batches are done: this is batch run.step + 1
         run.log(train_step(G, D, opt_G, opt_D, real, labels, args, update_G))
 
 

@@ -16,7 +16,11 @@ sample's score depend on the rest of the batch). wasserstein/estimate and loss/g
 logged.
 
 Steps and epochs, as in wgan.py: a step is one batch of real images, i.e. one critic update; every n_critic-th
-step also updates G (Algorithm 1). An epoch is one pass over the training set.
+step (--d-steps) also updates G (Algorithm 1). An epoch is one pass over the training set.
+
+Not as in the paper: G's update reuses the z of the critic's last update (Algorithm 1 draws a fresh one from the
+same prior: an equally unbiased estimate, one G forward dearer); G's BatchNorm scales start at N(1, 0.02), as in
+dcgan.py (the critic's layer norm starts at scale 1, shift 0, as in the authors' code).
 
 Conditional (--conditional): G(z, y) gets y one-hot concatenated to z, as in dcgan.py; the critic uses a
 projection (Miyato & Koyama 2018): D(x, y) = w.phi(x) + embed(y).phi(x). The penalty is taken on D(x^, y).
@@ -34,8 +38,7 @@ import common
 
 def parse_args(argv=None):
     # Algorithm 1's defaults: lambda = 10, n_critic = 5, Adam alpha = 1e-4, beta1 = 0, beta2 = 0.9, m = 64
-    p = common.arg_parser(__doc__, lr=1e-4, batch_size=64, latent_dim=100)
-    p.add_argument("--n-critic", type=common.positive_int, default=5, help="critic updates per G update")
+    p = common.arg_parser(__doc__, lr=1e-4, batch_size=64, d_steps=5)
     p.add_argument("--gp-weight", type=common.positive_float, default=10.0, help="lambda, the penalty's weight")
     p.add_argument("--beta1", type=float, default=0.0, help="Adam beta1 (paper: 0)")
     p.add_argument("--beta2", type=float, default=0.9, help="Adam beta2 (paper: 0.9)")
@@ -44,11 +47,11 @@ def parse_args(argv=None):
 
 
 def init_weights(m):
-    # DCGAN's initialisation, N(0, 0.02), for both networks (the paper's DCGAN-architecture runs); D's class
-    # embedding too, as it acts as a per-class output layer. Normalisation scales ~ N(1, 0.02), biases 0.
+    # DCGAN's: "All weights were initialized from a zero-centered Normal distribution with standard deviation 0.02",
+    # D's class embedding too (a per-class output layer); BatchNorm's scales ~ N(1, 0.02), its shifts 0
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
         nn.init.normal_(m.weight, 0.0, 0.02)
-    elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+    elif isinstance(m, nn.BatchNorm2d):
         nn.init.normal_(m.weight, 1.0, 0.02)
         nn.init.zeros_(m.bias)
 
@@ -57,14 +60,14 @@ class Generator(nn.Module):
     """z (B, latent_dim) [+ y] -> image (B, channels, S, S) in [-1, 1]; S = 32 or 64.
 
     Fractional-strided convolutions double the size each block; BatchNorm and ReLU everywhere except the output,
-    which is Tanh without BatchNorm (DCGAN, Section 3). Conv biases are dropped before BatchNorm, which cancels them.
+    which is Tanh without BatchNorm (Section 3). Conv biases are dropped before BatchNorm, which cancels them.
     dcgan.py's, unchanged: the penalty concerns the critic only, and the paper's G keeps BatchNorm.
     """
 
     def __init__(self, latent_dim, channels, image_size, n_classes=0, width=64):
         super().__init__()
         self.n_classes = n_classes
-        c = width * image_size // 8  # 512 at 64x64 (DCGAN's Fig. 1), 256 at 32x32
+        c = width * image_size // 8  # 512 at 64x64 (Fig. 1), 256 at 32x32
         layers = [nn.ConvTranspose2d(latent_dim + n_classes, c, 4, stride=1, padding=0, bias=False),
                   nn.BatchNorm2d(c), nn.ReLU(inplace=True)]  # (B, c, 4, 4): the "project and reshape" of Fig. 1
         while c > width:  # (B, c/2, 8, 8) -> ... -> (B, width, S/2, S/2)
@@ -82,7 +85,7 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """image (B, channels, S, S) [+ y] -> score (B,), unbounded: the paper's critic.
+    """image (B, channels, S, S) [+ y] -> D(x) (B,), a score, unbounded: the paper's critic.
 
     DCGAN's discriminator with layer normalisation in place of BatchNorm (Section 4: "we recommend layer
     normalization as a drop-in replacement"): GroupNorm with one group normalises each sample over its (C, H, W)
@@ -105,47 +108,53 @@ class Discriminator(nn.Module):
 
     def forward(self, x, y=None):
         h = self.features(x)  # (B, c, 4, 4)
-        score = self.out(h).flatten()  # (B,)
+        d = self.out(h).flatten()  # (B,)
         if self.embed is not None:
-            score = score + (self.embed(y) * h.flatten(1)).sum(1)  # + embed(y).phi(x)
-        return score
+            d = d + (self.embed(y) * h.flatten(1)).sum(1)  # + embed(y).phi(x)
+        return d
 
 
-def gradient_penalty(D, real, fake, labels):
+def gradient_penalty(D, real, fake, labels, amp):
     """E_x^[(||grad_x^ D(x^)||_2 - 1)^2] on random points between real and fake samples (Algorithm 1, lines 6-8)."""
     # 1) interpolate: one eps per sample, shared by all of its C x H x W values
     eps = torch.rand(real.size(0), 1, 1, 1, device=real.device)
-    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)  # (B, C, H, W)
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)  # (B, C, H, W), float32
     # 2) the gradient of the scores w.r.t. x^, kept in the graph (create_graph) so that the penalty trains D:
     # summing the scores gives each sample its own gradient, as the samples do not interact (no BatchNorm)
-    grad, = torch.autograd.grad(D(x_hat, labels).sum(), x_hat, create_graph=True)  # (B, C, H, W)
+    with amp:
+        d_hat = D(x_hat, labels).float()  # (B,)
+    grad, = torch.autograd.grad(d_hat.sum(), x_hat, create_graph=True)  # (B, C, H, W)
     # 3) ||grad_x^ D(x^)||_2 per sample, over all of C, H, W; the squared distance to 1, averaged
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
 def train_step(G, D, opt_G, opt_D, real, labels, args, update_G):
-    """One critic update on this batch of real images in [-1, 1]; then, when update_G (every n_critic-th
-    batch, Algorithm 1), one G update."""
+    """One D update on this batch of real images in [-1, 1]; then, when update_G (every d_steps-th batch), one G
+    update, on the same z."""
+    # --amp: G's and D's forward passes in bfloat16 (faster where the hardware has it); the losses in float32
+    amp = torch.autocast(real.device.type, dtype=torch.bfloat16, enabled=args.amp)
     z = torch.randn(real.size(0), args.latent_dim, device=real.device)
-    with torch.set_grad_enabled(update_G):  # G's graph is kept only for the batches that update G
+    with amp, torch.set_grad_enabled(update_G):  # G's graph is kept only for the batches that update G
         fake = G(z, labels)
 
     # (1) Update D: minimise E[D(G(z))] - E[D(x)] + lambda E[(||grad D(x^)||_2 - 1)^2], in one backward
-    d_real = D(real, labels).mean()
-    d_fake = D(fake.detach(), labels).mean()  # detach: this step must not touch G's gradients
-    gp = args.gp_weight * gradient_penalty(D, real, fake.detach(), labels)
-    d_loss = d_fake - d_real + gp
+    with amp:
+        d_real = D(real, labels).float()  # (B,)
+        d_fake = D(fake.detach(), labels).float()  # (B,); detach: this step must not touch G's gradients
+    gp = args.gp_weight * gradient_penalty(D, real, fake.detach(), labels, amp)
+    d_loss = d_fake.mean() - d_real.mean() + gp
     opt_D.zero_grad(set_to_none=True)
     d_loss.backward()
     opt_D.step()
     stats = {"loss/d": d_loss.detach(), "loss/g": None, "loss/gp": gp.detach(),
-             "wasserstein/estimate": (d_real - d_fake).detach()}
+             "wasserstein/estimate": (d_real.mean() - d_fake.mean()).detach()}
 
-    # (2) Update G: minimise -E[D(G(z))]; the same z as the critic's batch (Algorithm 1 draws a fresh one from
-    # the same prior: an equally unbiased estimate, one G forward cheaper)
+    # (2) Update G: minimise -E[D(G(z))]
     if update_G:
         D.requires_grad_(False)  # D only judges here: no gradients for its weights (under DDP: no all-reduce)
-        g_loss = -D(fake, labels).mean()
+        with amp:
+            d_fake = D(fake, labels).float()  # (B,), by the updated D
+        g_loss = -d_fake.mean()
         opt_G.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_G.step()
@@ -170,9 +179,9 @@ def main(argv=None):
     opt_D = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), fused=True)
 
     run = common.Run(args, data, G, D, opt_G, opt_D, model_args, device)
-    G, D = run.parallel(G, D)  # under torchrun: DistributedDataParallel (README); one process: G and D as they are
+    G, D = run.parallel(G, D)  # torchrun: synchronised BatchNorm and DistributedDataParallel (parallel.py)
     for real, labels in run.batches():
-        update_G = (run.step + 1) % args.n_critic == 0  # run.step batches are done; this is batch run.step + 1
+        update_G = (run.step + 1) % args.d_steps == 0  # run.step batches are done: this is batch run.step + 1
         run.log(train_step(G, D, opt_G, opt_D, real, labels, args, update_G))
 
 

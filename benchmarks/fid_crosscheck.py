@@ -12,12 +12,12 @@
 Then, for each dataset in --ref-checks, step 5 alone; for each dataset in --floors, FID(train N vs test N): the
 best any generator can score at that N.
 
-    python benchmarks/fid_crosscheck.py --ckpt models/dcgan_mnist/epoch_005.pt \
-        --inception-weights ../shared/fid/pt_inception-2015-12-05-6726825d.pth --ref ../shared/fid/mnist-test-10k.npz
+    python benchmarks/fid_crosscheck.py --ckpt models/dcgan_mnist/epoch_005.pt --ref stats/mnist-test-10k.npz
+
+Both tools take the FID Inception weights from torch.hub's cache ($TORCH_HOME/hub/checkpoints/).
 """
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
@@ -33,9 +33,9 @@ import common  # noqa: E402
 import eval as ev  # noqa: E402
 
 
-def run(cmd, env=None):
+def run(cmd):
     t0 = time.time()
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode:
         sys.exit(f"failed ({out.returncode}): {' '.join(map(str, cmd))}\n{out.stderr[-2000:]}")
     return out.stdout, time.time() - t0
@@ -73,10 +73,11 @@ def main():
     p.add_argument("--ckpt", help="checkpoint to cross-check (omit to print floors only)")
     p.add_argument("--n", type=int, default=10000, help="samples")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ref", help="pytorch-fid .npz (default ../shared/fid/<dataset>-test-10k.npz)")
-    p.add_argument("--inception-weights", default=os.environ.get(ev.WEIGHTS_ENV), required=ev.WEIGHTS_ENV not in os.environ)
+    p.add_argument("--ref", help="pytorch-fid .npz; None: <stats>/<dataset>-test-10k.npz")
+    p.add_argument("--stats", default="../shared/fid", help="a folder of pytorch-fid .npz statistics, "
+                   "<dataset>-test-10k.npz")
     p.add_argument("--ref-checks", default="", help="comma-separated datasets: eval.py's test statistics against "
-                   "../shared/fid/<dataset>-test-10k.npz (cheap once eval.py has cached the test features)")
+                   "<stats>/<dataset>-test-10k.npz (cheap once eval.py has cached the test features)")
     p.add_argument("--floors", default="", help="comma-separated datasets for FID(train N vs test N)")
     p.add_argument("--floor-n", type=int, default=10000)
     p.add_argument("--data-root", default="data")
@@ -85,26 +86,21 @@ def main():
     p.add_argument("--json", help="write the figures here too")
     args = p.parse_args()
     args.batch_size = args.batch_size or ev.default_batch_size(common.get_device(args.device))
-    weights = str(Path(args.inception_weights).resolve())
     result = {"n": args.n, "seed": args.seed}
 
     if args.ckpt:
         ck = common.load_checkpoint(args.ckpt)
-        ref = args.ref or str(HERE.parent / "shared/fid" / f"{ck['data']['dataset']}-test-10k.npz")
+        ref = args.ref or str(Path(args.stats) / f"{ck['data']['dataset']}-test-10k.npz")
         with tempfile.TemporaryDirectory(prefix="ganzoo-crosscheck-") as tmp:  # 10k PNGs: removed afterwards
             work = Path(tmp)
             common_args = ["--ckpt", args.ckpt, "--n", str(args.n), "--seed", str(args.seed), "--device", args.device,
                            "--batch-size", str(args.batch_size)]
             _, t_save = run([sys.executable, HERE / "eval.py", *common_args, "--save-dir", work / "samples"])
             _, t_ours = run([sys.executable, HERE / "eval.py", *common_args, "--metrics", "fid", "--ref", ref,
-                             "--inception-weights", weights, "--json", work / "ganzoo.json"])
+                             "--json", work / "ganzoo.json"])
             ours = json.loads((work / "ganzoo.json").read_text())[0]["fid"]
-            hub = work / "torch_home" / "hub" / "checkpoints"  # pytorch-fid finds the weights in torch.hub's cache
-            hub.mkdir(parents=True)
-            (hub / ev.WEIGHTS_NAME).symlink_to(weights)
-            env = {**os.environ, "TORCH_HOME": str(work / "torch_home")}
             out, t_theirs = run([sys.executable, "-m", "pytorch_fid", work / "samples", ref, "--device", args.device,
-                                 "--batch-size", str(args.batch_size)], env=env)
+                                 "--batch-size", str(args.batch_size)])
             theirs = float(re.search(r"FID:\s*([0-9.eE+-]+)", out).group(1))
         diff = abs(ours - theirs) / theirs
         print(f"checkpoint   {args.ckpt} (epoch {ck['epoch']}), N = {args.n}, seed {args.seed}, reference {ref}")
@@ -115,12 +111,12 @@ def main():
                       rel_diff=diff)
 
     if args.ckpt or args.floors or args.ref_checks:
-        extract, name, _ = ev.feature_extractor(weights, common.get_device(args.device))
+        extract, name, _ = ev.feature_extractor(common.get_device(args.device))
     if args.ckpt and ck["data"]["dataset"] != "folder":
         result["ref_check"] = ref_check(ck["data"]["dataset"], ref, args, extract, name)
     for d in filter(None, args.ref_checks.split(",")):
-        result.setdefault("ref_checks", {})[d] = ref_check(d, HERE.parent / "shared/fid" / f"{d}-test-10k.npz",
-                                                           args, extract, name)
+        result.setdefault("ref_checks", {})[d] = ref_check(d, Path(args.stats) / f"{d}-test-10k.npz", args, extract,
+                                                           name)
     if args.floors:
         result["floors"] = {}
         for d in args.floors.split(","):

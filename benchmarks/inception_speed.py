@@ -2,27 +2,22 @@
 settings: batch size, memory format (channels_last or not), threads. Also checks that every setting gives the same
 features as the default one, to float rounding.
 
-    python benchmarks/inception_speed.py --inception-weights ../shared/fid/pt_inception-2015-12-05-6726825d.pth
+    python benchmarks/inception_speed.py          # the weights from torch.hub's cache ($TORCH_HOME/hub/checkpoints/)
 """
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import eval as ev  # noqa: E402
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--inception-weights", default=os.environ.get(ev.WEIGHTS_ENV),
-                   required=ev.WEIGHTS_ENV not in os.environ)
     p.add_argument("--images", type=int, default=200, help="images per setting")
     args = p.parse_args()
-    model = ev.inception_v3(args.inception_weights).eval()
+    from pytorch_fid.inception import InceptionV3
+    model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
     x = torch.rand(args.images, 1, 28, 28, generator=torch.Generator().manual_seed(0)).expand(-1, 3, -1, -1)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     reference = None

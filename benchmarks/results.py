@@ -5,13 +5,12 @@ so the table can be built in parts over several sessions or machines; a run whos
 trained again (a shorter one is resumed). Reference features are cached by eval.py, so each dataset's test
 features are extracted once. The README's table (between its results markers) is rewritten from the same rows.
 
-    python benchmarks/results.py --inception-weights ../shared/fid/pt_inception-2015-12-05-6726825d.pth
+    python benchmarks/results.py          # the FID weights from torch.hub's cache ($TORCH_HOME/hub/checkpoints/)
     python benchmarks/results.py --only dcgan:mnist --n 10000 ...      # one row
     python benchmarks/results.py --floors-only ...                      # FID(train 10k vs test 10k) per dataset
 """
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -91,7 +90,7 @@ def do_row(arch, dataset, epochs, args, db):
              args.data_root, "--device", args.device, *resume])
     out = HERE / "results" / name / "metrics.json"
     run([sys.executable, "eval.py", "--ckpt", ckpt, "--metrics", "fid,kid", "--n", str(args.n), "--json", out,
-         "--inception-weights", args.inception_weights, "--device", args.device, "--data-root", args.data_root,
+         "--device", args.device, "--data-root", args.data_root,
          "--batch-size", str(args.batch_size)])
     m = json.loads(out.read_text())[0]
     ck = common.load_checkpoint(ckpt)
@@ -109,7 +108,7 @@ def do_row(arch, dataset, epochs, args, db):
 
 def do_floor(dataset, args, db):
     from fid_crosscheck import floor
-    extract, name, _ = ev.feature_extractor(args.inception_weights, common.get_device(args.device))
+    extract, name, _ = ev.feature_extractor(common.get_device(args.device))
     fid, n_train, n_test = floor(dataset, args.floor_n, args, extract, name)
     db["floors"][dataset] = {"fid": fid, "n_train": n_train, "n_test": n_test}
     save_db(db)
@@ -118,8 +117,6 @@ def do_floor(dataset, args, db):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--inception-weights", default=os.environ.get(ev.WEIGHTS_ENV),
-                   required=ev.WEIGHTS_ENV not in os.environ)
     p.add_argument("--only", default=None, help="comma-separated arch:dataset rows to (re)do")
     p.add_argument("--n", type=int, default=10000)
     p.add_argument("--floor-n", type=int, default=10000)

@@ -4,7 +4,7 @@ Training, for each script at its paper's defaults (MNIST's 1x32x32 and the paper
   - bare loop: the script's own main() with a stand-in for common.Run that feeds one preloaded batch and does
     nothing else (no data, logging, grids or checkpoints): img/s after warm-up, sustained over --seconds (this
     shared CPU runs a few steps faster than it keeps up). This is the ceiling.
-  - FLOP per image, counted by torch.utils.flop_counter over one n_critic cycle (one step for the GANs), so the
+  - FLOP per image, counted by torch.utils.flop_counter over one d_steps cycle (one step for the GANs), so the
     achieved GFLOP/s and its share of this machine's peak, measured in the same run by a 4096x4096 matmul (float32,
     and bfloat16 where the CPU has it). Machines differ: nothing here is hard-coded.
   - the real script on real data (common.Run: batching, logging, progress bar, grids, checkpoints, GIF, plots):
@@ -15,7 +15,7 @@ Training, for each script at its paper's defaults (MNIST's 1x32x32 and the paper
   --breakdown (CPU): where each bare loop's time goes, by kind of op (torch.profiler), and the GFLOP/s of its
   convolutions and matrix multiplies alone, which bounds the share of the peak a whole step can reach.
   --device cuda (or mps) measures a GPU the same way (the host waits for the device only every 10 steps).
-eval.py: images/s of the generator and of the FID Inception network in each --inception mode, and so the wall
+eval.py: images/s of the generator and of the FID Inception network in float32 and with --bf16, and so the wall
 time of one 10k-sample FID.
 
     python benchmarks/speed.py                                   # the default variants (about 25 min on 2 CPU cores)
@@ -24,9 +24,8 @@ time of one 10k-sample FID.
     python benchmarks/speed.py --only vanilla_gan --script-epochs 2 --sweep
     python benchmarks/speed.py --variants fp32-cl,amp-cl --no-script --breakdown
     python benchmarks/speed.py --device cuda --variants fp32,fp32-cl,amp-cl,compile,amp-compile
-    python benchmarks/speed.py --only none --eval --inception-weights ../shared/fid/pt_inception-2015-12-05-6726825d.pth
-    python benchmarks/speed.py --eval --json speed.json \
-        --inception-weights ../shared/fid/pt_inception-2015-12-05-6726825d.pth
+    python benchmarks/speed.py --only none --eval           # the FID weights in $TORCH_HOME/hub/checkpoints/
+    python benchmarks/speed.py --eval --json speed.json
 """
 import argparse
 import contextlib
@@ -46,7 +45,6 @@ if "--tree" in sys.argv:  # measure another checkout (the code before a change) 
     HERE = Path(sys.argv[sys.argv.index("--tree") + 1]).resolve()
 sys.path.insert(0, str(HERE))
 import common  # noqa: E402
-NEW = hasattr(common, "speed_up")  # a checkout from before the speed switches runs float32, contiguous only
 
 SCRIPTS = ("vanilla_gan", "dcgan", "wgan", "wgan_gp")
 # (name, script, extra arguments, channels, image size): the defaults, and DCGAN at 64x64 RGB
@@ -77,7 +75,7 @@ def peak_gflops(dtype, n=4096, seconds=3.0):
 
 
 class BareRun:
-    """Stands in for common.Run: the same speed_up of G and D, then one preloaded batch, `steps` times, and on
+    """Stands in for common.Run: the same memory format for G and D, then one preloaded batch, `steps` times, and on
     until the steps after the first `warmup` have taken `seconds`. On a GPU each step's time is only right where
     the loop waited for the device: after each warm-up step and every SYNC_EVERY steps, where a timed loop ends.
     With `profile`, the steps after the warm-up run inside record_function("train_step") (see breakdown())."""
@@ -89,9 +87,7 @@ class BareRun:
 
     def __init__(self, args, data, G, D, opt_G, opt_D, model_args, device, **_):
         self.args, self.step, self.device = args, 0, device
-        layout = common.speed_up(G, args, device) if NEW else torch.contiguous_format
-        if NEW:
-            common.speed_up(D, args, device)
+        layout = common.memory_format(G, D, device)
         if BareRun.compile:  # in place, so the script's optimizers keep their parameters
             G.compile()
             if args.arch != "wgan_gp":  # its penalty differentiates D's gradient: torch.compile has no double backward
@@ -131,7 +127,7 @@ def argv_for(extra, variant):
 
 
 def layout(variant):
-    return {"CHANNELS_LAST": variant["channels_last"]} if NEW else {}
+    return {"CHANNELS_LAST": variant["channels_last"]}
 
 
 @contextlib.contextmanager
@@ -186,8 +182,8 @@ def flop_counter():
 
 
 def flop_per_image(script, extra, channels, size, variant):
-    """FLOP of one n_critic cycle (or one step), per real image it consumed."""
-    cycle = getattr(importlib.import_module(script).parse_args(argv_for(extra, variant)), "n_critic", 1)
+    """FLOP of one d_steps cycle (one step for the GANs), per real image it consumed."""
+    cycle = importlib.import_module(script).parse_args(argv_for(extra, variant)).d_steps
     with flop_counter() as counter:
         args = run_bare(script, extra, channels, size, variant, cycle)
     return counter.total / (cycle * args.batch_size)
@@ -289,10 +285,10 @@ def sweep(report, name, script, extra, channels, size, var, args):
         print(f"  {name}: {default_threads} threads, batch {b} (not the paper's): {rate:.0f} img/s", flush=True)
 
 
-def eval_speed(weights, modes, batch_size, images=300):
-    """eval.py's generator img/s, and the FID Inception's img/s (after its compile, when compiled) for each
-    --inception mode on MNIST-like 28x28 input, with each mode's error against the plain features; one 10k-sample
-    FID against a cached reference is then 10000 / generator + 10000 / Inception + the compile time."""
+def eval_speed(modes, batch_size, images=300):
+    """eval.py's generator img/s, and the FID Inception's img/s in float32 (plain) and with --bf16 on MNIST-like
+    28x28 input, with bf16's error against the plain features; one 10k-sample FID against a cached reference is
+    then 10000 / generator + 10000 / Inception."""
     import eval as ev
     device = DEVICE
     G = importlib.import_module("dcgan").Generator(latent_dim=100, channels=1, image_size=32).eval().to(device)
@@ -302,9 +298,9 @@ def eval_speed(weights, modes, batch_size, images=300):
     x = torch.randint(0, 256, (images, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     plain = None
     for mode in modes:
-        extract, name, _ = ev.feature_extractor(weights, device, mode)
+        extract, name, _ = ev.feature_extractor(device, bf16=mode == "bf16")
         t0 = time.perf_counter()
-        ev.features(extract, x[:batch_size], batch_size, None)  # warm-up (and the compile)
+        ev.features(extract, x[:batch_size], batch_size, None)  # warm-up
         first = time.perf_counter() - t0
         t0 = time.perf_counter()
         f = torch.from_numpy(ev.features(extract, x, batch_size, None))
@@ -341,11 +337,11 @@ def main():
                    "time in convolutions and matrix multiplies and their GFLOP/s, normalisation layers, "
                    "activations, the optimizers and the rest")
     p.add_argument("--data-root", default="data")
-    p.add_argument("--eval", action="store_true", help="also measure eval.py (needs --inception-weights)")
-    p.add_argument("--inception-weights", default=None)
+    p.add_argument("--eval", action="store_true", help="also measure eval.py (the FID Inception weights from "
+                   "torch.hub's cache: $TORCH_HOME/hub/checkpoints/)")
     p.add_argument("--eval-batch-size", type=int, default=10)
-    p.add_argument("--inception", default="plain,compiled,bf16", help="eval.py --inception modes to measure "
-                   "(plain first: the others' feature error is against it)")
+    p.add_argument("--inception", default="plain,bf16", help="eval.py's Inception in float32 (plain) and with "
+                   "--bf16 (plain first: bf16's feature error is against it)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     global DEVICE
@@ -360,10 +356,10 @@ def main():
                 "amp": dict(amp=True, channels_last=False), "amp-cl": dict(amp=True, channels_last=True),
                 "compile": dict(amp=False, channels_last=True, compile=True),
                 "amp-compile": dict(amp=True, channels_last=True, compile=True)}
-    chosen = [v.strip() for v in args.variants.split(",")] if NEW else ["fp32"]
+    chosen = [v.strip() for v in args.variants.split(",")]
     print(f"scripts from {HERE}", flush=True)
     report = {"device": common.device_name(DEVICE), "torch": torch.__version__, "rows": [], "sweep": [],
-              "bf16_native": getattr(common, "cpu_has_bf16", lambda: None)() if DEVICE.type == "cpu" else None}
+              "bf16_native": "bf16" in (common._cpuinfo("flags") or "") if DEVICE.type == "cpu" else None}
     report["peak_gflops_fp32"] = peak_gflops(torch.float32)
     report["peak_gflops_bf16"] = peak_gflops(torch.bfloat16)
     print(f"{report['device']}, torch {torch.__version__}; matmul 4096^2: {report['peak_gflops_fp32']:.0f} GFLOP/s "
@@ -383,8 +379,8 @@ def main():
                 peak = report["peak_gflops_bf16" if var["amp"] else "peak_gflops_fp32"]
                 row = {"config": name, "variant": v, "flop_per_image": flop, "bare_img_s": rate, "warmup_s": warm,
                        "gflop_s": flop * rate / 1e9, "share_of_peak": flop * rate / 1e9 / peak}
-                if (not args.no_script and size == 32 and (v in args.script_variants.split(",") or not NEW)
-                        and not var.get("compile")):
+                if not args.no_script and size == 32 and v in args.script_variants.split(",") and not var.get(
+                        "compile"):
                     row.update(real_script(script, "mnist", var, args.data_root, out, args.script_epochs))
                 if args.breakdown:
                     row["breakdown"], row["conv_matmul_gflop_s"] = breakdown(script, extra, channels, size, var,
@@ -411,11 +407,11 @@ def main():
                   + " ".join(f"{row['breakdown'][k]:>11.1%}" for k in KINDS)
                   + f" {row['conv_matmul_gflop_s']:>8.1f} {row['conv_matmul_gflop_s'] / peak:>6.0%}", flush=True)
     if args.eval:
-        report["eval"] = e = eval_speed(args.inception_weights, args.inception.split(","), args.eval_batch_size)
+        report["eval"] = e = eval_speed(args.inception.split(","), args.eval_batch_size)
         print(f"eval.py: generator {e['generator_img_s']:.0f} img/s; FID Inception, batch {e['inception_batch']}:")
         for mode, m in e["modes"].items():
             err = "" if m["feature_rel_err"] is None else f", features {m['feature_rel_err']:.1e} off plain"
-            print(f"  --inception {mode:<9} {m['img_s']:6.1f} img/s (first batch {m['first_batch_s']:.0f} s{err}); "
+            print(f"  {mode:<9} {m['img_s']:6.1f} img/s (first batch {m['first_batch_s']:.0f} s{err}); "
                   f"one 10k FID against a cached reference: {m['fid_10k_s']:.0f} s", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

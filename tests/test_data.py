@@ -1,4 +1,5 @@
-"""common.py's data layer: every dataset path, the size mappings, the decode cache, streaming, offline errors."""
+"""common.py: the data layer (every dataset path, the size mappings, the decode cache, streaming, offline errors),
+the command line's checks, the device choice and atomic writes."""
 import io
 import os
 import signal
@@ -115,7 +116,7 @@ def test_empty_folder_and_folder_without_classes(data_root, tmp_path, capsys):
     (["--dataset", "imagenet"], "invalid choice"),
     (["--image-size", "48"], "--image-size must be 32 or 64"),
     (["--epochs", "0"], "must be > 0"),
-    (["--lr", "-1"], "positive"),
+    (["--lr", "-1"], "'-1' must be > 0"),
     (["--batch-size", "1000"], "fewer than one batch"),
 ])
 def test_bad_flags(data_root, argv, words, capsys):
@@ -124,12 +125,18 @@ def test_bad_flags(data_root, argv, words, capsys):
     assert code == 2 and words in err and "Traceback" not in err
 
 
-def test_device_choice(capsys):
+def test_device_choice(monkeypatch):
+    """auto: cuda where PyTorch sees a GPU, else Apple MPS, else the CPU; a device asked for by name that is not
+    there: one line. (The availability checks are stood in for: this machine has neither GPU.)"""
     assert common.get_device("cpu").type == "cpu"
-    assert common.get_device("auto").type in ("cpu", "cuda", "mps")
-    if not torch.cuda.is_available():
-        with pytest.raises(common.UserError, match="no CUDA GPU"):
-            common.get_device("cuda")
+    for cuda, mps, picked in ((True, True, "cuda"), (True, False, "cuda"), (False, True, "mps"), (False, False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+        assert common.get_device("auto").type == picked
+    with pytest.raises(common.UserError, match="--device cuda: no CUDA GPU"):
+        common.get_device("cuda")
+    with pytest.raises(common.UserError, match="--device mps: Apple MPS is not available"):
+        common.get_device("mps")
 
 
 def same_weights(a, b):
@@ -231,3 +238,17 @@ def test_a_folder_of_unreadable_files_stops_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]  # after the decoding pass's progress bar
     assert code == 1 and last.startswith("error: none of the 3 image files") and "Traceback" not in err
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "last.pt"
+    common.atomic_save({"a": 1}, path)
+
+    def crash(tmp):
+        open(tmp, "wb").write(b"half a checkpoi")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        common.atomic_write(path, crash)
+    assert torch.load(path, weights_only=True) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

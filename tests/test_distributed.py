@@ -17,6 +17,7 @@ import torch.multiprocessing as mp
 import common
 import dcgan
 import eval as ev
+import parallel
 import vanilla_gan
 import wgan
 import wgan_gp
@@ -27,9 +28,9 @@ ids = [m.__name__ for m in SCRIPTS]
 B, WORLD = 8, 2
 
 
-def test_each_process_gets_distributed_samplers_shard_of_each_global_batch(monkeypatch):
-    """Run's shard of the epoch order for rank r equals DistributedSampler's (no shuffle) over that order: batch k of
-    every rank comes from global batch k, the ranks never overlap, and together they are the 1-process batch."""
+def test_each_process_gets_distributed_samplers_shard_of_each_global_batch():
+    """parallel.shard of an epoch's order for rank r equals DistributedSampler's (no shuffle) over that order: batch k
+    of every rank comes from global batch k, the ranks never overlap, and together they are the 1-process batch."""
     from torch.utils.data.distributed import DistributedSampler
     n = 40
     data = common.Data("x", 1, 32, 28, "pad", [], torch.zeros(n, dtype=torch.long),
@@ -37,17 +38,12 @@ def test_each_process_gets_distributed_samplers_shard_of_each_global_batch(monke
     order = common.epoch_order(n, 0, 3)
     shards = []
     for r in range(WORLD):
-        monkeypatch.setattr(common, "world_size", lambda: WORLD)
-        monkeypatch.setattr(common, "rank", lambda r=r: r)
-        args = dcgan.parse_args(["--batch-size", str(B), "--out", "unused"])
-        G, D = dcgan.Generator(latent_dim=100, channels=1, image_size=32), dcgan.Discriminator(channels=1,
-                                                                                             image_size=32)
-        run = common.Run(args, data, G, D, None, None, {}, torch.device("cpu"))
-        batches = [((x[:, 0, 0, 0] + 1) * 127.5).round().long() for x, _ in run._epoch_batches(
-            data.images, data.labels, order)]
-        sampler = [order[i].item() for i in DistributedSampler(range(n), WORLD, r, shuffle=False)]
-        assert torch.cat(batches).tolist() == sampler
-        assert all(len(b) == B // WORLD for b in batches)
+        shard = parallel.shard(order, B, r, WORLD)
+        assert shard.tolist() == [order[i].item() for i in DistributedSampler(range(n), WORLD, r, shuffle=False)]
+        batches = [((x[:, 0, 0, 0] + 1) * 127.5).round().long()  # each image holds its index
+                   for x, _ in common.epoch_batches(data, shard, B // WORLD, torch.device("cpu"),
+                                                    torch.contiguous_format, 0)]
+        assert torch.cat(batches).tolist() == shard.tolist() and all(len(b) == B // WORLD for b in batches)
         shards.append(batches)
     for k in range(n // B):
         together = sorted(shards[0][k].tolist() + shards[1][k].tolist())
@@ -55,7 +51,7 @@ def test_each_process_gets_distributed_samplers_shard_of_each_global_batch(monke
 
 
 def test_the_global_batch_must_split_evenly(monkeypatch):
-    monkeypatch.setattr(common, "world_size", lambda: 3)
+    monkeypatch.setattr(common, "world", lambda: (0, 3))
     data = common.Data("x", 1, 32, 28, "pad", [], torch.zeros(8, dtype=torch.long),
                        images=torch.zeros(8, 1, 32, 32, dtype=torch.uint8))
     args = dcgan.parse_args(["--batch-size", "128"])
@@ -100,8 +96,8 @@ def one_step(script, rank, world, out):
     args.out, args.batch_size = out, B
     data = common.Data("x", 1, 32, 28, "pad", [], torch.zeros(B, dtype=torch.long),
                        images=torch.zeros(B, 1, 32, 32, dtype=torch.uint8))
-    run = common.Run(args, data, G, D, opt_G, opt_D, {}, torch.device("cpu"))  # as the scripts: BatchNorm synced
-    G_step, D_step = run.parallel(G, D)
+    run = common.Run(args, data, G, D, opt_G, opt_D, {}, torch.device("cpu"))
+    G_step, D_step = run.parallel(G, D)  # as the scripts: BatchNorm synchronised, DDP (2 processes)
     counts = {"G": 0, "D": 0}
     if world > 1:
         from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
@@ -112,11 +108,10 @@ def one_step(script, rank, world, out):
             m.register_comm_hook(dist.group.WORLD, hook)
     real = torch.rand(B, 1, 32, 32, generator=torch.Generator().manual_seed(7)) * 2 - 1
     b = B // world
-    extra = [True] if script in (wgan, wgan_gp) else []
     with pytest.MonkeyPatch.context() as mp_:
         global_draws(mp_, rank, world)
         real = real[rank * b:(rank + 1) * b].contiguous(memory_format=run.layout)
-        stats = script.train_step(G_step, D_step, opt_G, opt_D, real, None, args, *extra)
+        stats = script.train_step(G_step, D_step, opt_G, opt_D, real, None, args, True)
     grads = {f"{n}.{k}": p.grad.clone() for n, m in (("G", G), ("D", D)) for k, p in m.named_parameters()
              if p.grad is not None}
     weights = {f"{n}.{k}": v.clone() for n, m in (("G", G), ("D", D)) for k, v in m.state_dict().items()}

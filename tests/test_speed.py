@@ -1,6 +1,7 @@
 """The speed switches must not change what a run means: figures read from the device every LOG_EVERY steps still stop
-a run at the exact step a NaN appeared; channels_last changes no result; --amp (bfloat16 autocast) trains, resumes
-exactly, keeps the NaN stop and computes WGAN-GP's penalty (a double backward) close to float32."""
+a run at the exact step a NaN appeared; channels_last changes no result; --amp runs G's and D's forward passes in
+bfloat16 and the losses in float32, trains, resumes exactly, keeps the NaN stop and computes WGAN-GP's penalty (a
+double backward) close to float32."""
 import csv
 
 import pytest
@@ -21,23 +22,22 @@ def test_logged_figures_are_read_every_LOG_EVERY_steps_not_every_step(data_root,
     """Reading a CUDA tensor on the host waits for the GPU: the per-step path must not do it. Run.log only stores
     the step's tensors; they are read in one transfer every LOG_EVERY steps, and before each grid and checkpoint."""
     monkeypatch.setattr(common, "LOG_EVERY", 3)
-    real_read, reads, logged = common.Run._read, [], []
+    real_read, real_log, reads, logged = common.Logger.read, common.Logger.log, [], []
 
     def read(self):
-        reads.append((self.step, len(self.pending)))
+        if self.pending:  # (the step of the last figures read, how many steps were read at once)
+            reads.append((self.pending[-1][0], len(self.pending)))
         real_read(self)
 
-    def log(self, stats):
+    def log(self, step, epoch, stats):
         assert all(torch.is_tensor(v) for v in stats.values() if v is not None)
-        logged.append(self.step)
-        real_log(self, stats)
-    real_log = common.Run.log
-    monkeypatch.setattr(common.Run, "_read", read)
-    monkeypatch.setattr(common.Run, "log", log)
+        logged.append(step)
+        real_log(self, step, epoch, stats)
+    monkeypatch.setattr(common.Logger, "read", read)
+    monkeypatch.setattr(common.Logger, "log", log)
     assert train(dcgan, data_root, "--epochs", "1") == 0
-    assert len(logged) == 8  # 64 images / batch 8
-    per_step = [r for r in reads if r[1]]  # the reads that had figures to read
-    assert [s for s, _ in per_step] == [3, 6, 8] and [n for _, n in per_step] == [3, 3, 2]
+    assert logged == list(range(1, 9))  # 64 images / batch 8
+    assert reads == [(3, 3), (6, 3), (8, 2)]
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=ids)
@@ -62,72 +62,51 @@ def test_a_nan_stops_the_run_before_a_step_grid(data_root, tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=ids)
-def test_speed_up_keeps_the_models_and_their_results(script):
-    """channels_last where there are convolutions, nothing for the MLP; the same weights give the same outputs."""
+def test_channels_last_changes_no_output(script):
+    """Run puts convolutional nets in channels_last (NHWC) and their batches with them: the same outputs, in
+    training mode (BatchNorm's batch statistics) and in eval mode. The MLP GAN stays as it is."""
     torch.manual_seed(0)
-    G, D = script.Generator(latent_dim=8, channels=1, image_size=32, width=8), \
-        script.Discriminator(channels=1, image_size=32, width=8)
-    G.eval(), D.eval()
-    z, x = torch.randn(4, 8), torch.rand(4, 1, 32, 32) * 2 - 1
-    with torch.no_grad():
-        before = G(z), D(x)
-    args = script.parse_args([])
-    layout = common.speed_up(G, args, torch.device("cpu"))
-    common.speed_up(D, args, torch.device("cpu"))
+    G, D = script.Generator(latent_dim=8, channels=3, image_size=32, width=8), \
+        script.Discriminator(channels=3, image_size=32, width=8)
+    z, x = torch.randn(4, 8), torch.rand(4, 3, 32, 32) * 2 - 1
+    start = [{k: v.clone() for k, v in m.state_dict().items()} for m in (G, D)]
+    outputs = []
+    for convert in (False, True):
+        G.load_state_dict(start[0]), D.load_state_dict(start[1])  # the train-mode pass moved BatchNorm's statistics
+        layout = common.memory_format(G, D, torch.device("cpu")) if convert else torch.contiguous_format
+        for training in (True, False):
+            G.train(training), D.train(training)
+            torch.manual_seed(1)  # the same dropout masks (the MLP GAN's D) in both layouts
+            with torch.no_grad():
+                outputs.append((G(z), D(x.contiguous(memory_format=layout))))
     conv = script is not vanilla_gan
     assert layout == (torch.channels_last if conv else torch.contiguous_format)
-    with torch.no_grad():
-        after = G(z), D(x.contiguous(memory_format=layout))
-    for a, b in zip(before, after):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    assert list(G.state_dict()) == list(script.Generator(latent_dim=8, channels=1, image_size=32, width=8).state_dict())
-
-
-@pytest.mark.parametrize("p", [0.2, 0.5])
-def test_fast_dropout_is_dropout(p):
-    """The mask drawn as uniform >= p: units kept with probability 1 - p and scaled by 1/(1 - p), gradients through
-    the kept units only, the same mask for the same seed, bfloat16 in and out under --amp, the identity in eval."""
-    m = torch.nn.Dropout(p)
-    m.forward = common.fast_dropout(m)
-    x = torch.ones(200, 1000, requires_grad=True)
-    torch.manual_seed(0)
-    y = m(x)
-    kept = y != 0
-    assert abs(kept.float().mean().item() - (1 - p)) < 0.005  # 200k draws: the standard error is 0.001
-    assert torch.equal(y[kept], torch.full_like(y[kept], 1 / (1 - p)))
-    y.sum().backward()
-    assert torch.equal(x.grad, kept.float() / (1 - p))
-    torch.manual_seed(0)
-    assert torch.equal(m(x), y)
-    h = torch.ones(4, 1000, dtype=torch.bfloat16)
-    assert m(h).dtype == torch.bfloat16 and set(m(h).unique().tolist()) <= {0.0, 1 / (1 - p)}
-    m.eval()
-    assert m(x) is x
-
-
-def test_speed_up_gives_the_mlp_gans_dropout_the_fast_mask_on_the_cpu_only():
-    args = vanilla_gan.parse_args([])
-    D = vanilla_gan.Discriminator(channels=1, image_size=32)
-    common.speed_up(D, args, torch.device("cpu"))
-    dropouts = [m for m in D.modules() if isinstance(m, torch.nn.Dropout)]
-    assert len(dropouts) == 3 and all("forward" in vars(m) for m in dropouts)
-    D = vanilla_gan.Discriminator(channels=1, image_size=32)
-    common.speed_up(D, args, torch.device("meta"))  # a GPU keeps F.dropout: its bernoulli_ is one fast kernel
-    assert not any("forward" in vars(m) for m in D.modules() if isinstance(m, torch.nn.Dropout))
+    assert next(G.parameters()).is_contiguous(memory_format=torch.channels_last) or not conv
+    for a, b in zip(outputs[:2], outputs[2:]):
+        for u, v in zip(a, b):
+            torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=ids)
-def test_amp_computes_in_bfloat16_and_returns_float32(script):
+def test_amp_runs_the_forward_passes_in_bfloat16_and_the_losses_in_float32(script):
     torch.manual_seed(0)
-    G = script.Generator(latent_dim=8, channels=1, image_size=32, width=8).eval()
-    z = torch.randn(4, 8)
-    with torch.no_grad():
-        ref = G(z)
-    common.speed_up(G, script.parse_args(["--amp"]), torch.device("cpu"))
-    with torch.no_grad():
-        out = G(z)
-    assert out.dtype == torch.float32 and not torch.equal(out, ref)  # computed in bfloat16...
-    torch.testing.assert_close(out, ref, rtol=0, atol=0.05)  # ...to bfloat16's precision
+    G = script.Generator(latent_dim=8, channels=1, image_size=32, width=8)
+    D = script.Discriminator(channels=1, image_size=32, width=8)
+    seen = []
+    for m in list(G.modules()) + list(D.modules()):
+        if isinstance(m, (torch.nn.Linear, torch.nn.modules.conv._ConvNd)):
+            m.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    opt_G, opt_D = torch.optim.SGD(G.parameters(), lr=0.01), torch.optim.SGD(D.parameters(), lr=0.01)
+    args = script.parse_args(["--latent-dim", "8", "--amp"])
+    stats = script.train_step(G, D, opt_G, opt_D, torch.rand(8, 1, 32, 32) * 2 - 1, None, args, True)
+    assert seen and set(seen) == {torch.bfloat16}  # every layer that multiplies ran in bfloat16...
+    assert all(v.dtype == torch.float32 for v in stats.values())  # ...and every loss and figure is float32
+    assert all(p.dtype == torch.float32 for p in list(G.parameters()) + list(D.parameters()))
+    assert not torch.is_autocast_enabled("cpu")  # nothing outside train_step runs under autocast
+    seen.clear()
+    script.train_step(G, D, opt_G, opt_D, torch.rand(8, 1, 32, 32) * 2 - 1, None, script.parse_args(
+        ["--latent-dim", "8"]), True)
+    assert set(seen) == {torch.float32}  # without --amp: float32 throughout
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=ids)
@@ -151,27 +130,24 @@ def test_amp_gradient_penalty_is_close_to_float32():
     """The penalty differentiates D's bfloat16 forward twice (autograd.grad with create_graph, then backward): its
     value, and the gradient it sends to D's weights, must stay close to the float32 ones."""
     torch.manual_seed(0)
-    D32 = wgan_gp.Discriminator(channels=1, image_size=32, width=16)
-    D16 = wgan_gp.Discriminator(channels=1, image_size=32, width=16)
-    D16.load_state_dict(D32.state_dict())
-    common.speed_up(D16, wgan_gp.parse_args(["--amp"]), torch.device("cpu"))
+    D = wgan_gp.Discriminator(channels=1, image_size=32, width=16)
     real, fake = torch.rand(16, 1, 32, 32) * 2 - 1, torch.rand(16, 1, 32, 32) * 2 - 1
     values, grads = [], []
-    for D in (D32, D16):
+    for amp in (torch.autocast("cpu", enabled=False), torch.autocast("cpu", dtype=torch.bfloat16)):
         torch.manual_seed(1)  # the same interpolation eps
-        gp = wgan_gp.gradient_penalty(D, real, fake, None)
+        gp = wgan_gp.gradient_penalty(D, real, fake, None, amp)
         D.zero_grad()
         gp.backward()
         values.append(gp)
         grads.append(torch.cat([torch.zeros_like(p).flatten() if p.grad is None else p.grad.flatten()
                                 for p in D.parameters()]))  # biases get none: D's input gradient ignores them
-    assert values[1].dtype == torch.float32 and torch.isfinite(values[1])
+    assert values[1].dtype == torch.float32 and torch.isfinite(values[1]) and values[1] != values[0]
     torch.testing.assert_close(values[1], values[0], rtol=0.05, atol=0)
     cos = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
     assert cos > 0.99 and (grads[1].norm() / grads[0].norm() - 1).abs() < 0.05
 
 
-def test_amp_is_refused_on_mps_in_one_line(monkeypatch):
+def test_amp_is_refused_on_mps_in_one_line():
     args = dcgan.parse_args(["--amp"])
     data = common.Data("x", 1, 32, 28, "pad", [], torch.zeros(8, dtype=torch.long),
                        images=torch.zeros(8, 1, 32, 32, dtype=torch.uint8))

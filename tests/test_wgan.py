@@ -22,7 +22,7 @@ def test_the_critic_is_unbounded_and_the_defaults_are_algorithm_1s():
     s = D(torch.rand(8, 1, 32, 32) * 2 - 1)
     assert s.shape == (8,) and (s.abs() > 1).any()  # a score, not a probability
     args = wgan.parse_args([])
-    assert (args.lr, args.clip, args.n_critic, args.batch_size, args.latent_dim) == (5e-5, 0.01, 5, 64, 100)
+    assert (args.lr, args.clip, args.d_steps, args.batch_size, args.latent_dim) == (5e-5, 0.01, 5, 64, 100)
 
 
 @pytest.mark.parametrize("n_classes", [0, 3])
@@ -44,7 +44,7 @@ def test_G_updates_on_every_n_critic_th_batch_across_epochs(data_root, tmp_path,
     real_step = wgan.train_step
     monkeypatch.setattr(wgan, "train_step", lambda *a: calls.append(a[-1]) or real_step(*a))
     # 8 batches an epoch, n_critic 3: the cycle runs on over the epoch's end
-    assert call(wgan.main, ["--data-root", str(data_root), *TINY, "--epochs", "2", "--n-critic", "3"]) == 0
+    assert call(wgan.main, ["--data-root", str(data_root), *TINY, "--epochs", "2", "--d-steps", "3"]) == 0
     assert [i + 1 for i, u in enumerate(calls) if u] == [3, 6, 9, 12, 15]
     ck = torch.load(tmp_path / "models/wgan_mnist/last.pt", weights_only=True)
     assert "alpha" in ck["opt_D"]["param_groups"][0] and ck["opt_D"]["param_groups"][0]["lr"] == 5e-5  # RMSprop
