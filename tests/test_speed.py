@@ -96,11 +96,18 @@ def test_amp_runs_the_forward_passes_in_bfloat16_and_the_losses_in_float32(scrip
     for m in list(G.modules()) + list(D.modules()):
         if isinstance(m, (torch.nn.Linear, torch.nn.modules.conv._ConvNd)):
             m.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    outputs = []  # D's outputs, in call order: real, fake, (the penalty's interpolates,) fake in G's step
+    D.register_forward_hook(lambda mod, inp, out: outputs.append(out.detach()))
     opt_G, opt_D = torch.optim.SGD(G.parameters(), lr=0.01), torch.optim.SGD(D.parameters(), lr=0.01)
     args = script.parse_args(["--latent-dim", "8", "--amp"])
     stats = script.train_step(G, D, opt_G, opt_D, torch.rand(8, 1, 32, 32) * 2 - 1, None, args, True)
     assert seen and set(seen) == {torch.bfloat16}  # every layer that multiplies ran in bfloat16...
-    assert all(v.dtype == torch.float32 for v in stats.values())  # ...and every loss and figure is float32
+    assert all(v.dtype == torch.float32 for v in stats.values())  # ...and every loss and figure is float32,
+    d_real, d_fake = (o.float() for o in outputs[:2])  # computed in float32 from D's bfloat16 outputs, exactly
+    if "D(x)" in stats:
+        assert stats["D(x)"] == torch.sigmoid(d_real).mean() and stats["D(G(z))"] == torch.sigmoid(d_fake).mean()
+    else:
+        assert stats["wasserstein/estimate"] == d_real.mean() - d_fake.mean()
     assert all(p.dtype == torch.float32 for p in list(G.parameters()) + list(D.parameters()))
     assert not torch.is_autocast_enabled("cpu")  # nothing outside train_step runs under autocast
     seen.clear()
