@@ -18,7 +18,6 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -201,7 +200,7 @@ def set_rng_state(state):
 
 
 # ------------------------------------------------------------------------------------------------------------- data
-@dataclass
+@dataclasses.dataclass
 class Data:
     """A dataset as the scripts see it. `images` is a uint8 (N, C, S, S) tensor at training size when it fits
     in RAM, else None and `stream` is a torch Dataset yielding (uint8 image, label). `native_size` and `mapping`
@@ -482,35 +481,29 @@ def save_gif(frames, path, ms=500):
 
 
 def plot_losses(csv_path, png_path, title):
-    """losses.csv -> losses.png: one panel per group of figures: the losses (loss_*), then each other prefix
-    (wasserstein_*), then the rest (D(x), D(G(z))). A column's empty cells (steps that did not compute it) are
-    left out of its curve. matplotlib's object API, so that no window backend is touched."""
-    import csv
-    from matplotlib.figure import Figure
-    with open(csv_path) as f:
-        rows = list(csv.reader(f))
-    if len(rows) < 3:
-        return
-    names, cols = rows[0], np.array([[float(v) if v else np.nan for v in r] for r in rows[1:]]).T
+    """losses.csv -> losses.png: a panel per group of columns (loss_*, wasserstein_*, and D's outputs D(x), D(G(z))),
+    each curve a moving average over ~0.5 % of the run, so that trends show through GAN noise. A column's empty
+    cells (steps that did not compute it: the WGANs' loss_g) are left out of its curve."""
+    from matplotlib.figure import Figure  # the object API: no window backend is touched
+    names = open(csv_path).readline().strip().split(",")
+    cols = np.genfromtxt(csv_path, delimiter=",", skip_header=1, ndmin=2).T  # empty cells: nan
     groups = {}
     for name in names[2:]:
-        groups.setdefault(name.split("_")[0] if "_" in name and "(" not in name else "D's outputs", []).append(name)
+        groups.setdefault(name.split("_")[0] if "(" not in name else "D's outputs", []).append(name)
     fig = Figure(figsize=(8, 2 + 2 * len(groups)))
     axes = fig.subplots(len(groups), 1, sharex=True, squeeze=False)[:, 0]
-    k = max(1, cols.shape[1] // 200)  # moving average over ~0.5% of the run, so trends show through GAN noise
     for ax, (group, members) in zip(axes, groups.items()):
         for name in members:
             y = cols[names.index(name)]
             x, y = cols[0][np.isfinite(y)], y[np.isfinite(y)]
-            if not len(y):  # not computed yet (a smoke run shorter than d_steps steps)
-                continue
-            kk = max(1, round(k * len(y) / cols.shape[1]))  # a sparser column (the WGANs' loss_g): the same span
-            ax.plot(x[kk - 1:], np.convolve(y, np.ones(kk) / kk, mode="valid"), label=name, lw=1)
+            k = max(1, len(y) // 200)
+            if len(y):  # (none yet: a smoke run shorter than d_steps steps)
+                ax.plot(x[k - 1:], np.convolve(y, np.ones(k) / k, mode="valid"), label=name, lw=1)
         ax.set_ylabel(group)
         ax.legend(loc="upper right", fontsize=8)
         ax.grid(alpha=0.3)
     axes[0].set_title(title)
-    axes[-1].set_xlabel(f"step (moving average over ~{k} steps)")
+    axes[-1].set_xlabel("step")
     fig.tight_layout()
     atomic_write(png_path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
 
@@ -598,19 +591,14 @@ class Logger:
     def read(self):
         if not self.pending:
             return
-        values = [v for _, _, row in self.pending for v in row.values()]
-        idx = [i for i, v in enumerate(values) if torch.is_tensor(v) or self.world > 1]
-        if idx:  # the tensors, in one stack: one transfer
-            stack = torch.stack([torch.as_tensor(values[i], dtype=torch.float32, device=self.device).detach()
-                                 .reshape(()) for i in idx])
-            if self.world > 1:  # the global batch's figures, equal on every process: all stop together
-                import parallel
-                stack = parallel.mean(stack)
-            for i, v in zip(idx, stack.tolist()):
-                values[i] = v
-        values, pending, self.pending = iter(values), self.pending, []
+        stack = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=self.device).detach().reshape(())
+                             for _, _, row in self.pending for v in row.values()])  # one transfer for them all
+        if self.world > 1:  # the global batch's figures, equal on every process: all of them stop together
+            import parallel
+            stack = parallel.mean(stack)
+        values, pending, self.pending = iter(stack.tolist()), self.pending, []
         for step, epoch, row in pending:
-            row = {k: float(next(values)) for k in row}
+            row = {k: next(values) for k in row}
             bad = [k for k, v in row.items() if not math.isfinite(v)]
             if bad:
                 self.write()
@@ -686,7 +674,7 @@ def fixed_noise(args, classes, n=64):
 def memory_format(G, D, device):
     """Convolutional nets train in channels_last (NHWC), the same maths in a layout the convolution kernels of CPUs
     and CUDA run faster (docs/speed.md); in place, so the optimizers keep the same weights. -> the batches' layout."""
-    conv = any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in G.modules())
+    conv = any(isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) for m in G.modules())
     layout = torch.channels_last if CHANNELS_LAST and conv and device.type != "mps" else torch.contiguous_format
     G.to(memory_format=layout)
     D.to(memory_format=layout)

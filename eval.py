@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the training scripts sit beside this file
 import common  # noqa: E402
 
-ARCHS = ("vanilla_gan", "dcgan", "wgan", "wgan_gp")
+ARCHS = ("vanilla_gan", "dcgan", "wgan", "wgan_gp", "lsgan", "sngan")
 METRICS = ("fid", "kid", "is")
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"  # the FID Inception file pytorch-fid downloads
 
@@ -230,11 +230,9 @@ def compare_figure(args, device, row_titles=None):
         G, ck = load_generator(path, device)
         label = parse_label(args.label, ck) if args.label is not None and n_classes(ck) else None
         z = latents(args.nrow, ck["model_args"]["latent_dim"], args.seed)
-        rows.append(generate(G, z, sample_labels(ck, args.nrow, label), device, args.batch_size))
+        x = generate(G, z, sample_labels(ck, args.nrow, label), device, args.batch_size)
+        rows.append(torch.nn.functional.interpolate(x, size=64).expand(-1, 3, -1, -1))  # any size, grey or RGB
         titles.append(title(ck).replace("  ", "\n", 1))
-    size = max(x.shape[-1] for x in rows)  # checkpoints of other sizes: resized to the largest, grey to RGB
-    rows = [torch.nn.functional.interpolate(x, size=size).expand(-1, max(r.shape[1] for r in rows), -1, -1)
-            for x in rows]
     out = Path(args.out or default_out(ck, "_compare.png"))  # beside the last checkpoint's run
     return common.save_grid(torch.cat(rows), out, nrow=args.nrow, row_labels=row_titles or titles)
 
@@ -369,7 +367,8 @@ def reference(spec, ck, args, extract, name):
         feats = features(extract, images, args.batch_size, f"reference features {spec}")
         common.atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), feats=feats))
         print(f"cached reference features: {path}", file=sys.stderr)
-    return {"label": spec, "mu": stats(feats)[0], "sigma": stats(feats)[1], "feats": feats, "n": len(feats)}
+    mu, sigma = stats(feats)
+    return {"label": spec, "mu": mu, "sigma": sigma, "feats": feats, "n": len(feats)}
 
 
 def measure(args, device):

@@ -36,8 +36,8 @@ def init(device):
 class AllReduceSum(torch.autograd.Function):
     """The sum over the processes, differentiable: each process's loss depends on every process's input through it,
     so its gradient is the sum of the processes' gradients (as inside torch's SyncBatchNorm). Written here because
-    torch's own, torch.distributed.nn.functional.all_reduce, is deprecated since torch 2.x in favour of a private
-    module (torch.distributed._functional_collectives)."""
+    torch's own, torch.distributed.nn.functional.all_reduce, warns that it is deprecated (torch 2.14) in favour of
+    a private module, torch.distributed._functional_collectives."""
 
     @staticmethod
     def forward(ctx, x):
@@ -52,35 +52,45 @@ class AllReduceSum(torch.autograd.Function):
         return grad
 
 
-class CPUSyncBatchNorm(nn.BatchNorm2d):
-    """BatchNorm2d with the statistics of the global batch, on the CPU: what torch's nn.SyncBatchNorm computes on
-    CUDA (it refuses CPU tensors, torch 2.14). Same parameters, buffers and state_dict as BatchNorm2d."""
+class CPUSyncBatchNorm:
+    """What torch's SyncBatchNorm computes, on the CPU (its forward, and DDP, refuse CPU tensors: torch 2.14): in
+    training, the statistics of the global batch over every dimension but the channels; in eval mode, BatchNorm's
+    own forward with the running statistics. Mixed into BatchNorm1d and BatchNorm2d: the same state_dict."""
 
     def forward(self, x):
         if not self.training:
             return super().forward(x)
+        dims, shape = [0, *range(2, x.dim())], [1, -1] + [1] * (x.dim() - 2)  # shape: to broadcast a (C,) vector
         n = x.numel() // x.size(1) * dist.get_world_size()  # values per channel in the global batch (equal shares)
-        mean = AllReduceSum.apply(x.sum((0, 2, 3))) / n  # (C,)
-        centred = x - mean[None, :, None, None]
-        var = AllReduceSum.apply((centred * centred).sum((0, 2, 3))) / n  # biased, as BatchNorm normalises with
+        mean = AllReduceSum.apply(x.sum(dims)) / n  # (C,)
+        centred = x - mean.view(shape)
+        var = AllReduceSum.apply((centred * centred).sum(dims)) / n  # biased, as BatchNorm normalises with
         with torch.no_grad():  # the running statistics take the unbiased variance, as BatchNorm's do
             self.num_batches_tracked += 1
             m = self.momentum if self.momentum is not None else 1 / float(self.num_batches_tracked)
             self.running_mean.mul_(1 - m).add_(m * mean)
             self.running_var.mul_(1 - m).add_(m * var * n / (n - 1))
-        y = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
-        return y * self.weight[None, :, None, None] + self.bias[None, :, None, None] if self.affine else y
+        y = centred * torch.rsqrt(var + self.eps).view(shape)
+        return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
+
+
+class CPUSyncBatchNorm1d(CPUSyncBatchNorm, nn.BatchNorm1d):
+    pass
+
+
+class CPUSyncBatchNorm2d(CPUSyncBatchNorm, nn.BatchNorm2d):
+    pass
 
 
 def convert_sync_batchnorm(module, device):
-    """Every BatchNorm2d of module replaced by a synchronised one holding the same parameters and buffers (so the
+    """Every BatchNorm of module replaced by a synchronised one holding the same parameters and buffers (so the
     optimizers, built before, still hold them), as torch's nn.SyncBatchNorm.convert_sync_batchnorm does; on
     CUDA, that function itself."""
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    if type(module) is nn.BatchNorm2d:
-        new = CPUSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                               module.track_running_stats)
+    if type(module) in (nn.BatchNorm1d, nn.BatchNorm2d):
+        synced = CPUSyncBatchNorm1d if type(module) is nn.BatchNorm1d else CPUSyncBatchNorm2d
+        new = synced(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
         for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
             setattr(new, name, getattr(module, name))
         return new
@@ -91,8 +101,13 @@ def convert_sync_batchnorm(module, device):
 
 def wrap(G, D, device):
     """G and D with synchronised BatchNorm, each in DistributedDataParallel, which averages its gradients over the
-    processes in backward. Buffers are not broadcast: synchronised BatchNorm keeps them equal, and a broadcast
-    between D's real and fake passes would modify tensors that backward still needs."""
+    processes in backward. Every process starts from rank 0's weights (DDP copies them) and buffers (broadcast
+    here: older torch's DDP does not, and spectral normalisation's power-iteration vectors are drawn at random in
+    each process). Buffers are not broadcast at each forward: synchronised BatchNorm keeps them equal, spectral
+    normalisation's follow the equal weights, and a broadcast between D's real and fake passes would modify tensors
+    that backward still needs."""
+    for b in list(G.buffers()) + list(D.buffers()):
+        dist.broadcast(b, 0)
     new = "forward_sync_buffers" in inspect.signature(DDP).parameters  # torch >= 2.14's name for broadcast_buffers
     kw = {"device_ids": [device.index] if device.type == "cuda" else None,
           "forward_sync_buffers" if new else "broadcast_buffers": False}

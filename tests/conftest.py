@@ -14,6 +14,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import common  # noqa: E402
+import dcgan  # noqa: E402
+import lsgan  # noqa: E402
+import sngan  # noqa: E402
+import vanilla_gan  # noqa: E402
+import wgan  # noqa: E402
+import wgan_gp  # noqa: E402
+
+SCRIPTS = [vanilla_gan, dcgan, wgan, wgan_gp, lsgan, sngan]  # the papers, in the order they came out
 
 TINY = ["--width", "8", "--batch-size", "8", "--workers", "0", "--device", "cpu"]
 

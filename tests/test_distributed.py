@@ -18,12 +18,10 @@ import common
 import dcgan
 import eval as ev
 import parallel
-import vanilla_gan
+import sngan
 import wgan
-import wgan_gp
-from conftest import ROOT, TINY, assert_identical, call, weights
+from conftest import ROOT, SCRIPTS, TINY, assert_identical, call, weights
 
-SCRIPTS = [vanilla_gan, dcgan, wgan, wgan_gp]
 ids = [m.__name__ for m in SCRIPTS]
 B, WORLD = 8, 2
 
@@ -153,6 +151,33 @@ def test_two_processes_compute_the_gradients_of_one(script, tmp_path):
         assert torch.equal(results[0][1][k], results[1][1][k]), k
 
 
+def buffers_worker(rank, path, out):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=WORLD)
+    torch.manual_seed(rank)  # as under torchrun (seed + rank): other random buffers in every process
+    G = sngan.Generator(latent_dim=8, channels=1, image_size=32, width=8)
+    D = sngan.Discriminator(channels=1, image_size=32, width=8)
+    before = {k: v.clone() for k, v in D.state_dict().items() if k.endswith(("_u", "_v"))}
+    G_step, D_step = parallel.wrap(G, D, torch.device("cpu"))
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    D_step(x).mean().backward()  # a training-mode forward: one power iteration, from the vectors every rank holds
+    after = {k: v.clone() for k, v in D.state_dict().items() if k.endswith(("_u", "_v"))}
+    torch.save((before, after), f"{out}.{rank}")
+    del G_step, D_step
+    gc.collect()
+    dist.destroy_process_group()
+
+
+def test_every_process_starts_from_rank_0s_buffers(tmp_path):
+    """Spectral normalisation draws its power-iteration vectors at random in each process; parallel.wrap gives every
+    process rank 0's, so that D's weights, normalised by them, stay equal on every rank."""
+    mp.spawn(buffers_worker, args=(str(tmp_path / "pg"), str(tmp_path / "out")), nprocs=WORLD)
+    (before0, after0), (before1, after1) = (torch.load(tmp_path / f"out.{r}", weights_only=True) for r in range(2))
+    assert before0.keys() == after0.keys() and len(before0) == 2 * 8  # u and v of 7 convolutions and the dense layer
+    assert not all(torch.equal(before0[k], before1[k]) for k in before0)  # drawn apart...
+    assert all(torch.equal(after0[k], after1[k]) for k in after0)  # ...equal once wrapped, and after a step
+
+
 # ------------------------------------------------------------------------------------------------ a real torchrun
 def torchrun(script, data_root, *extra):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -161,7 +186,7 @@ def torchrun(script, data_root, *extra):
                            *extra], capture_output=True, text=True, env=env, timeout=300)
 
 
-@pytest.mark.parametrize("script", ["dcgan", "wgan_gp"])
+@pytest.mark.parametrize("script", ["dcgan", "wgan_gp", "sngan"])
 def test_torchrun_trains_checkpoints_from_rank_0_and_resumes_exactly(script, data_root, tmp_path, capsys):
     straight = torchrun(script, data_root, "--epochs", "2", "--name", "straight")
     assert straight.returncode == 0, straight.stderr[-2000:]

@@ -10,7 +10,7 @@ from PIL import Image
 import common
 import dcgan
 import eval as ev
-from conftest import ROOT, TINY, call
+from conftest import ROOT, SCRIPTS, TINY, call
 
 
 @pytest.fixture(scope="module")
@@ -148,18 +148,15 @@ def test_resume_refuses_a_hostile_checkpoint(data_root, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def papers(tmp_path_factory, data_root):
-    """A tiny conditional MNIST checkpoint of each of the four scripts."""
-    import vanilla_gan
-    import wgan
-    import wgan_gp
+    """A tiny conditional MNIST checkpoint of each script."""
     out = tmp_path_factory.mktemp("papers")
-    for script in (vanilla_gan, dcgan, wgan, wgan_gp):
+    for script in SCRIPTS:
         assert call(script.main, ["--dataset", "mnist", "--data-root", str(data_root), *TINY, "--out", str(out),
                                   "--conditional", "--epochs", "1"]) == 0
-    return {a: out / "models" / f"{a}_mnist_cond" / "last.pt" for a in ("vanilla_gan", "dcgan", "wgan", "wgan_gp")}
+    return {m.__name__: out / "models" / f"{m.__name__}_mnist_cond" / "last.pt" for m in SCRIPTS}
 
 
-@pytest.mark.parametrize("arch", ["vanilla_gan", "wgan", "wgan_gp"])
+@pytest.mark.parametrize("arch", ["vanilla_gan", "wgan", "wgan_gp", "lsgan", "sngan"])
 def test_eval_on_each_papers_checkpoints(arch, papers, data_root, tmp_path, monkeypatch):
     """Grid, --label, --interpolate, --save-dir and --metrics (a stand-in feature network) on each script's file."""
     import json
@@ -180,10 +177,10 @@ def test_eval_on_each_papers_checkpoints(arch, papers, data_root, tmp_path, monk
     assert row["arch"] == arch and row["fid"] > 0 and "kid" in row and row["n"] == 20
 
 
-def test_one_figure_compares_the_four_papers(papers, tmp_path, capsys):
-    paths = [str(papers[a]) for a in ("vanilla_gan", "dcgan", "wgan", "wgan_gp")]
+def test_one_figure_compares_the_papers(papers, tmp_path, capsys):
+    paths = [str(papers[m.__name__]) for m in SCRIPTS]
     assert call(ev.main, ["--ckpt", *paths, "--out", "papers.png"]) == 0
-    assert "comparison of 4 checkpoints" in capsys.readouterr().out and Image.open("papers.png").size[1] > 200
+    assert "comparison of 6 checkpoints" in capsys.readouterr().out and Image.open("papers.png").size[1] > 200
     # rows are titled with the run, and for the WGANs with G's updates: 8 steps at n_critic 5 are 1 G update
     titles = [ev.title(common.load_checkpoint(p)) for p in paths]
     assert titles[0] == "vanilla_gan_mnist_cond  epoch 1  (step 8)" and titles[2].endswith("(step 8, 1 G update)")

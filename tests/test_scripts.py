@@ -1,6 +1,7 @@
-"""The contract every training script keeps (vanilla_gan, dcgan, wgan, wgan_gp): outputs, checkpoint format, exact
-resume (inside an epoch too, which for the WGANs is inside an n_critic cycle), refusal of an existing run, the NaN
-stop, --help, the seed. Each test runs once per script."""
+"""The contract every training script keeps (vanilla_gan, dcgan, wgan, wgan_gp, lsgan, sngan): outputs, checkpoint
+format, exact resume (inside an epoch too, which for the WGANs is inside an n_critic cycle), refusal of an existing
+run, the NaN stop, --help, the seed. Each test runs once per script."""
+import copy
 import csv
 import os
 import signal
@@ -13,16 +14,15 @@ import torch
 
 import common
 import dcgan
-import vanilla_gan
 import wgan
 import wgan_gp
-from conftest import ROOT, TINY, assert_identical, call, exploding_at, train, weights
+from conftest import ROOT, SCRIPTS, TINY, assert_identical, call, exploding_at, train, weights
 
-SCRIPTS = [vanilla_gan, dcgan, wgan, wgan_gp]
 ids = [m.__name__ for m in SCRIPTS]
-# what each script logs every step, beside its losses: what its paper plotted
+# what each script logs every step, beside its losses: what its paper plotted (D's outputs, the estimate)
 FIGURES = {"vanilla_gan": ["D(x)", "D(G(z))"], "dcgan": ["D(x)", "D(G(z))"], "wgan": ["wasserstein_estimate"],
-           "wgan_gp": ["loss_gp", "wasserstein_estimate"]}
+           "wgan_gp": ["loss_gp", "wasserstein_estimate"], "lsgan": ["D(x)", "D(G(z))"],
+           "sngan": ["score_real", "score_fake"]}
 
 
 def tiny_models(script, conditional=False, seed=0):
@@ -54,34 +54,33 @@ def scores(D, x, labels, seed=5):
 
 @pytest.mark.parametrize("conditional", [False, True], ids=["uncond", "cond"])
 @pytest.mark.parametrize("script", SCRIPTS, ids=ids)
-def test_the_discriminator_step_widens_the_real_fake_gap(script, conditional):
-    """D's update alone (G's optimizer has lr 0) raises D(real) - D(fake) on the step's own batch: a sign error
-    in D's loss (or the critic's) narrows it."""
+def test_the_discriminator_step_lowers_its_own_loss(script, conditional):
+    """D's update alone (G's optimizer has lr 0) lowers D's loss on the step's own batch and z (the same seed: the
+    same z, dropout masks and interpolates): a sign error in D's loss raises it."""
     G, D, real, labels, args = tiny_models(script, conditional)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        fake = G(torch.randn(16, 8), labels)  # the fakes of the step below (same z)
-    before = scores(D, real, labels) - scores(D, fake, labels)
-    opt_G, opt_D = torch.optim.SGD(G.parameters(), lr=0), torch.optim.SGD(D.parameters(), lr=0.01)
-    step(script, G, D, opt_G, opt_D, real, labels, args, seed=1)
-    assert scores(D, real, labels) - scores(D, fake, labels) > before
+    opt_G, opt_D = torch.optim.SGD(G.parameters(), lr=0), torch.optim.SGD(D.parameters(), lr=1e-3)
+    before = step(script, G, D, opt_G, opt_D, real, labels, args, seed=1)["loss/d"]
+    after = step(script, G, D, opt_G, opt_D, real, labels, args, seed=1)["loss/d"]
+    assert after < before
 
 
 @pytest.mark.parametrize("conditional", [False, True], ids=["uncond", "cond"])
 @pytest.mark.parametrize("script", SCRIPTS, ids=ids)
 def test_the_generator_step_raises_D_of_G_z(script, conditional):
-    """G's update alone (D's optimizer has lr 0) raises D(G(z)) on the step's own z: the non-saturating loss for the
-    GANs, the critic's score for the WGANs. A sign error in G's loss lowers it."""
+    """G's update alone (D's optimizer has lr 0) raises D(G(z)) on the step's own z, judged by the D of that update
+    (its state frozen, so that BatchNorm's running statistics and spectral normalisation's power iteration are the
+    same for G's old and new samples): the non-saturating loss for the GANs, the critic's score for the WGANs, the
+    target c for LSGAN. A sign error in G's loss lowers it."""
     G, D, real, labels, args = tiny_models(script, conditional)
-    torch.manual_seed(1)
-    z = torch.randn(16, 8)
-    with torch.no_grad():
-        before = scores(D, G(z, labels), labels)
+    G0 = copy.deepcopy(G)
     opt_G, opt_D = torch.optim.SGD(G.parameters(), lr=0.01), torch.optim.SGD(D.parameters(), lr=0)
-    g_params = [p.clone() for p in G.parameters()]
     step(script, G, D, opt_G, opt_D, real, labels, args, seed=1)
-    assert any(not torch.equal(a, b) for a, b in zip(g_params, G.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(G0.parameters(), G.parameters()))
+    torch.manual_seed(1)
+    z, state = torch.randn(16, 8), copy.deepcopy(D.state_dict())  # the step's z
     with torch.no_grad():
+        before = scores(D, G0(z, labels), labels)
+        D.load_state_dict(state)
         assert scores(D, G(z, labels), labels) > before
 
 

@@ -10,12 +10,16 @@ import torch
 import common
 import dcgan
 import vanilla_gan
-import wgan
 import wgan_gp
-from conftest import assert_identical, exploding_at, train, weights
+from conftest import SCRIPTS, assert_identical, exploding_at, train, weights
 
-SCRIPTS = [vanilla_gan, dcgan, wgan, wgan_gp]
 ids = [m.__name__ for m in SCRIPTS]
+# each paper's logged figures, from D's outputs on the real and the fake batch
+GAN = lambda r, f: {"D(x)": torch.sigmoid(r).mean(), "D(G(z))": torch.sigmoid(f).mean()}  # noqa: E731
+WGAN = lambda r, f: {"wasserstein/estimate": r.mean() - f.mean()}  # noqa: E731
+FIGURES = {"vanilla_gan": GAN, "dcgan": GAN, "wgan": WGAN, "wgan_gp": WGAN,
+           "lsgan": lambda r, f: {"D(x)": r.mean(), "D(G(z))": f.mean()},
+           "sngan": lambda r, f: {"score/real": r.mean(), "score/fake": f.mean()}}
 
 
 def test_logged_figures_are_read_every_LOG_EVERY_steps_not_every_step(data_root, monkeypatch):
@@ -81,7 +85,7 @@ def test_channels_last_changes_no_output(script):
                 outputs.append((G(z), D(x.contiguous(memory_format=layout))))
     conv = script is not vanilla_gan
     assert layout == (torch.channels_last if conv else torch.contiguous_format)
-    assert next(G.parameters()).is_contiguous(memory_format=torch.channels_last) or not conv
+    assert all(p.is_contiguous(memory_format=torch.channels_last) or not conv for p in G.parameters() if p.dim() == 4)
     for a, b in zip(outputs[:2], outputs[2:]):
         for u, v in zip(a, b):
             torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-5)
@@ -94,7 +98,7 @@ def test_amp_runs_the_forward_passes_in_bfloat16_and_the_losses_in_float32(scrip
     D = script.Discriminator(channels=1, image_size=32, width=8)
     seen = []
     for m in list(G.modules()) + list(D.modules()):
-        if isinstance(m, (torch.nn.Linear, torch.nn.modules.conv._ConvNd)):
+        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
             m.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
     outputs = []  # D's outputs, in call order: real, fake, (the penalty's interpolates,) fake in G's step
     D.register_forward_hook(lambda mod, inp, out: outputs.append(out.detach()))
@@ -104,10 +108,8 @@ def test_amp_runs_the_forward_passes_in_bfloat16_and_the_losses_in_float32(scrip
     assert seen and set(seen) == {torch.bfloat16}  # every layer that multiplies ran in bfloat16...
     assert all(v.dtype == torch.float32 for v in stats.values())  # ...and every loss and figure is float32,
     d_real, d_fake = (o.float() for o in outputs[:2])  # computed in float32 from D's bfloat16 outputs, exactly
-    if "D(x)" in stats:
-        assert stats["D(x)"] == torch.sigmoid(d_real).mean() and stats["D(G(z))"] == torch.sigmoid(d_fake).mean()
-    else:
-        assert stats["wasserstein/estimate"] == d_real.mean() - d_fake.mean()
+    for name, value in FIGURES[script.__name__](d_real, d_fake).items():
+        assert stats[name] == value, name
     assert all(p.dtype == torch.float32 for p in list(G.parameters()) + list(D.parameters()))
     assert not torch.is_autocast_enabled("cpu")  # nothing outside train_step runs under autocast
     seen.clear()

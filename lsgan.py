@@ -1,0 +1,174 @@
+"""LSGAN: Mao, Li, Xie, Lau, Wang & Smolley, "Least Squares Generative Adversarial Networks", 2017.
+https://arxiv.org/abs/1611.04076
+
+D is a least-squares regressor onto target values instead of a classifier: with a for fake, b for real, and c the
+value G wants D to give its samples,
+
+    D minimises   1/2 E_x[(D(x) - b)^2] + 1/2 E_z[(D(G(z)) - a)^2]
+    G minimises   1/2 E_z[(D(G(z)) - c)^2]
+
+(a, b, c) = (0, 1, 1), the 0-1 coding the paper's experiments use (its Eq. 9: G wants its samples taken for real,
+c = b). The other coding it names, (a, b, c) = (-1, 1, 0), satisfies b - c = 1 and b - a = 2, under which G
+minimises the Pearson chi^2 divergence between p_data + p_g and 2 p_g (Theorem 1); the paper found both to
+perform alike. --coding picks either (or any a b c).
+
+Why: the sigmoid cross-entropy of the GAN saturates for fakes that D already classifies as fake with confidence
+but that still lie far from the data, so G learns nothing from them (the vanishing gradients). The squared loss
+penalises samples by their distance to the decision boundary even on its correct side, so they keep pulling G
+towards the data; the paper finds this both better-looking and more stable.
+
+Networks: dcgan.py's, with D's output left linear (a regression, no sigmoid: DCGAN's D already outputs a logit).
+The paper's own networks are for 112x112 scenes, and its 28x28 one is built around 3740 class labels, so neither
+fits 32x32 or 64x64 images. Adam with lr 0.0002 and beta1 0.5 and batch 64, as the authors' code for 28x28
+images (their scene networks use lr 0.001); z of 100 ~ N(0, I) as in dcgan.py (their code: 1024, uniform).
+
+Not as in the paper: G's update reuses the z of D's update, and BatchNorm's scales start at N(1, 0.02), as in
+dcgan.py. Conditional (--conditional): as dcgan.py (label one-hot into G, a projection in D).
+
+    python lsgan.py --dataset mnist --epochs 5
+    python lsgan.py --dataset cifar10 --epochs 25
+    python lsgan.py --dataset mnist --coding -1 1 0       # the Pearson chi^2 coding
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import common
+
+
+def parse_args(argv=None):
+    # the authors' code for 28x28 images: Adam, lr 0.0002, beta1 0.5, minibatch 64; one D update per G update
+    p = common.arg_parser(__doc__, lr=2e-4, batch_size=64, d_steps=1)
+    p.add_argument("--coding", type=float, nargs=3, default=[0.0, 1.0, 1.0], metavar=("A", "B", "C"),
+                   help="D's targets a (fake) and b (real), and c, G's target for its samples: 0 1 1 (the paper's "
+                   "experiments) or -1 1 0 (Pearson chi^2)")
+    p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (the authors' 0.5)")
+    p.add_argument("--beta2", type=float, default=0.999, help="Adam beta2 (the authors' TensorFlow default)")
+    p.add_argument("--width", type=common.positive_int, default=64, help="channels of G's last and D's first layer")
+    return common.finish_args(p, argv, arch="lsgan")
+
+
+def init_weights(m):
+    # "All weights were initialized from a zero-centered Normal distribution with standard deviation 0.02", D's
+    # class embedding too (a per-class output layer); BatchNorm's scales ~ N(1, 0.02), its shifts 0
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+
+
+class Generator(nn.Module):
+    """z (B, latent_dim) [+ y] -> image (B, channels, S, S) in [-1, 1]; S = 32 or 64.
+
+    Fractional-strided convolutions double the size each block; BatchNorm and ReLU everywhere except the output,
+    which is Tanh without BatchNorm (Section 3). Conv biases are dropped before BatchNorm, which cancels them.
+    dcgan.py's, unchanged.
+    """
+
+    def __init__(self, latent_dim, channels, image_size, n_classes=0, width=64):
+        super().__init__()
+        self.n_classes = n_classes
+        c = width * image_size // 8  # 512 at 64x64 (Fig. 1), 256 at 32x32
+        layers = [nn.ConvTranspose2d(latent_dim + n_classes, c, 4, stride=1, padding=0, bias=False),
+                  nn.BatchNorm2d(c), nn.ReLU(inplace=True)]  # (B, c, 4, 4): the "project and reshape" of Fig. 1
+        while c > width:  # (B, c/2, 8, 8) -> ... -> (B, width, S/2, S/2)
+            layers += [nn.ConvTranspose2d(c, c // 2, 4, stride=2, padding=1, bias=False),
+                       nn.BatchNorm2d(c // 2), nn.ReLU(inplace=True)]
+            c //= 2
+        layers += [nn.ConvTranspose2d(width, channels, 4, stride=2, padding=1), nn.Tanh()]  # (B, channels, S, S)
+        self.net = nn.Sequential(*layers)
+        self.apply(init_weights)
+
+    def forward(self, z, y=None):
+        if self.n_classes:
+            z = torch.cat([z, F.one_hot(y, self.n_classes).to(z.dtype)], dim=1)  # (B, latent_dim + n_classes)
+        return self.net(z[:, :, None, None])  # (B, latent_dim [+ n_classes], 1, 1) -> (B, channels, S, S)
+
+
+class Discriminator(nn.Module):
+    """image (B, channels, S, S) [+ y] -> D(x) (B,), unbounded: regressed onto a (fake) and b (real).
+
+    dcgan.py's discriminator, its output left linear: strided convolutions halve the size each block;
+    LeakyReLU(0.2); BatchNorm everywhere except the input layer.
+    """
+
+    def __init__(self, channels, image_size, n_classes=0, width=64):
+        super().__init__()
+        layers = [nn.Conv2d(channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+        c, s = width, image_size // 2  # (B, width, S/2, S/2)
+        while s > 4:  # (B, 2c, S/4, S/4) -> ... -> (B, c, 4, 4): c = 256 at 32x32, 512 at 64x64
+            layers += [nn.Conv2d(c, c * 2, 4, stride=2, padding=1, bias=False),
+                       nn.BatchNorm2d(c * 2), nn.LeakyReLU(0.2, inplace=True)]
+            c, s = c * 2, s // 2
+        self.features = nn.Sequential(*layers)  # phi(x): (B, c, 4, 4)
+        self.out = nn.Conv2d(c, 1, 4, stride=1, padding=0)  # w.phi(x): (B, 1, 1, 1)
+        self.embed = nn.Embedding(n_classes, c * 16) if n_classes else None  # projection: one vector per class
+        self.apply(init_weights)
+
+    def forward(self, x, y=None):
+        h = self.features(x)  # (B, c, 4, 4)
+        d = self.out(h).flatten()  # (B,)
+        if self.embed is not None:
+            d = d + (self.embed(y) * h.flatten(1)).sum(1)  # + embed(y).phi(x)
+        return d
+
+
+def train_step(G, D, opt_G, opt_D, real, labels, args, update_G):
+    """One D update on this batch of real images in [-1, 1]; then, when update_G (every d_steps-th batch), one G
+    update, on the same z."""
+    # --amp: G's and D's forward passes in bfloat16 (faster where the hardware has it); the losses in float32
+    amp = torch.autocast(real.device.type, dtype=torch.bfloat16, enabled=args.amp)
+    z = torch.randn(real.size(0), args.latent_dim, device=real.device)
+    with amp, torch.set_grad_enabled(update_G):  # G's graph is kept only for the batches that update G
+        fake = G(z, labels)
+
+    a, b, c = args.coding
+    # (1) Update D: minimise 1/2 E[(D(x) - b)^2] + 1/2 E[(D(G(z)) - a)^2]
+    with amp:
+        d_real = D(real, labels).float()  # (B,)
+        d_fake = D(fake.detach(), labels).float()  # (B,); detach: this step must not touch G's gradients
+    d_loss = 0.5 * ((d_real - b) ** 2).mean() + 0.5 * ((d_fake - a) ** 2).mean()
+    opt_D.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt_D.step()
+    stats = {"loss/d": d_loss.detach(), "loss/g": None,
+             "D(x)": d_real.mean().detach(), "D(G(z))": d_fake.mean().detach()}
+
+    # (2) Update G: minimise 1/2 E[(D(G(z)) - c)^2]
+    if update_G:
+        D.requires_grad_(False)  # D only judges here: no gradients for its weights (under DDP: no all-reduce)
+        with amp:
+            d_fake = D(fake, labels).float()  # (B,), by the updated D
+        g_loss = 0.5 * ((d_fake - c) ** 2).mean()
+        opt_G.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_G.step()
+        D.requires_grad_(True)
+        stats["loss/g"] = g_loss.detach()
+    return stats
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = common.get_device(args.device)
+    common.seed_everything(args.seed)
+    data = common.load_dataset(args.dataset, args.data_root, args.image_size, conditional=args.conditional,
+                               workers=args.workers)
+    model_args = dict(latent_dim=args.latent_dim, channels=data.channels, image_size=args.image_size,
+                      n_classes=len(data.classes) if args.conditional else 0, width=args.width)
+    G = Generator(**model_args).to(device)
+    D = Discriminator(**{k: v for k, v in model_args.items() if k != "latent_dim"}).to(device)
+    # fused=True: Adam's update in one pass over each tensor instead of about ten (same algorithm, faster)
+    opt_G = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), fused=True)
+    opt_D = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), fused=True)
+
+    run = common.Run(args, data, G, D, opt_G, opt_D, model_args, device)
+    G, D = run.parallel(G, D)  # torchrun: synchronised BatchNorm and DistributedDataParallel (parallel.py)
+    for real, labels in run.batches():
+        update_G = (run.step + 1) % args.d_steps == 0  # run.step batches are done: this is batch run.step + 1
+        run.log(train_step(G, D, opt_G, opt_D, real, labels, args, update_G))
+
+
+if __name__ == "__main__":
+    common.cli(main)
