@@ -271,19 +271,12 @@ def load_dataset(name, root, image_size, split="train", conditional=False, ram_b
 def _load_idx(name, root, split):
     import torchvision.datasets as tvd
     cls = tvd.MNIST if name == "mnist" else tvd.FashionMNIST
-    train = split == "train"
-    try:
-        ds = cls(root, train=train, download=False)
-    except RuntimeError:
-        raw = root / cls.__name__ / "raw"
-        if name == "fashion-mnist" and DEBIAN_FASHION_MNIST.is_dir():
-            _unpack_debian_fashion_mnist(raw)  # Debian's dataset-fashion-mnist: no download needed
-        else:
-            _download(lambda: cls(root, train=train, download=True), name, raw,
-                      "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
-                      f"t10k-labels-idx1-ubyte (uncompressed) in {raw}"
-                      + (" or apt-get install dataset-fashion-mnist" if name == "fashion-mnist" else ""))
-        ds = cls(root, train=train, download=False)
+    raw = root / cls.__name__ / "raw"
+    debian = name == "fashion-mnist" and DEBIAN_FASHION_MNIST.is_dir()  # Debian's dataset-fashion-mnist package
+    ds = _torchvision(cls, name, root, split, raw, "train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                      f"t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (uncompressed) in {raw}"
+                      + (" or apt-get install dataset-fashion-mnist" if name == "fashion-mnist" else ""),
+                      instead=(lambda: _unpack_debian_fashion_mnist(raw)) if debian else None)
     classes = [c.split(" - ")[0] for c in ds.classes]  # MNIST's '0 - zero' -> '0'
     return ds.data, ds.targets.long(), classes, str(root / cls.__name__)
 
@@ -303,21 +296,24 @@ def _unpack_debian_fashion_mnist(raw):
 
 def _load_cifar10(root, split):
     import torchvision.datasets as tvd
-    train = split == "train"
-    try:
-        ds = tvd.CIFAR10(root, train=train, download=False)
-    except RuntimeError:
-        _download(lambda: tvd.CIFAR10(root, train=train, download=True), "cifar10", root / "cifar-10-batches-py",
-                  f"cifar-10-python.tar.gz in {root}, or an image folder {root / split}/<class>/*.png")
-        ds = tvd.CIFAR10(root, train=train, download=False)
+    ds = _torchvision(tvd.CIFAR10, "cifar10", root, split, root / "cifar-10-batches-py",
+                      f"cifar-10-python.tar.gz in {root}, or an image folder {root / split}/<class>/*.png")
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
     return images, torch.tensor(ds.targets), list(ds.classes), str(root / "cifar-10-batches-py")
 
 
-def _download(fn, name, where, what_to_put):
+def _torchvision(cls, name, root, split, where, what_to_put, instead=None):
+    """torchvision's copy of a dataset; where it is missing, instead() lays the files out, or torchvision downloads
+    them; offline, one line says which files to put where."""
+    try:
+        return cls(root, train=split == "train", download=False)
+    except RuntimeError:
+        if instead:
+            instead()
+            return cls(root, train=split == "train", download=False)
     print(f"{name}: not found under {where}; downloading...", file=sys.stderr)
     try:
-        fn()
+        return cls(root, train=split == "train", download=True)
     except Exception as e:  # torchvision raises several kinds (URLError, RuntimeError, OSError) when offline
         raise UserError(f"{name} is missing and could not be downloaded ({type(e).__name__}): put {what_to_put} "
                         "(the README's Data section lists the layouts)") from None
@@ -455,15 +451,15 @@ def save_grid(images, path, nrow=8, row_labels=None, title=None):
     grid = Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy())
     scale = -(-400 // grid.width)
     grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
-    font = ImageFont.load_default(size=15)
+    font = ImageFont.load_default(size=max(15, grid.width // 25))  # still readable where a page shows it smaller
     measure = ImageDraw.Draw(grid).multiline_textbbox
     left = 10 + max(measure((0, 0), s, font=font)[2] for s in row_labels) if row_labels else 0
-    top = 24 if title else 0
+    top = font.size * 3 // 2 if title else 0
     canvas = Image.new("RGB", (grid.width + left, grid.height + top), "white")
     canvas.paste(grid, (left, top))
     draw = ImageDraw.Draw(canvas)
     if title:
-        draw.text((left + 2, 3), title, fill="black", font=font)
+        draw.text((left + 2, font.size // 4), title, fill="black", font=font)
     for i, s in enumerate(row_labels or []):
         row_h = grid.height / len(row_labels)
         draw.multiline_text((5, top + row_h * (i + 0.5) - measure((0, 0), s, font=font)[3] / 2), s, "black", font)
@@ -801,7 +797,7 @@ class Run:
         fake = self.G(self.fixed_z.to(self.device), y)
         self.G.train()
         save_grid(fake, path, nrow=10 if self.classes else 8, row_labels=[str(c) for c in self.classes] or None,
-                  title=f"{self.args.name}  {title}")
+                  title=title)
         self.logger.image(fake, self.step)
 
     def checkpoint(self, epoch_end):

@@ -171,7 +171,8 @@ def test_killed_and_resumed_from_a_cold_cache_equals_a_straight_run(data_root, t
     resumed; a straight run of as many epochs, which finds the cache warm, gives the same weights."""
     folder = ["--dataset", "folder", "--data-root", str(data_root / "flat"), "--image-size", "32", *TINY[:-4],
               "--workers", "2", "--device", "cpu"]
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache_killed"), "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache_killed"),
+           "OMP_NUM_THREADS": str(torch.get_num_threads())}
     p = subprocess.Popen([sys.executable, str(ROOT / "dcgan.py"), *folder, "--epochs", "1000", "--name", "killed"],
                          cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
