@@ -9,7 +9,16 @@ The two-player game, played by multilayer perceptrons on flattened images:
 
 Why G does not minimise log(1 - D(G(z))) as the game says: early on D rejects G's samples with confidence,
 log(1 - D(G(z))) saturates and its gradient vanishes, while log D(G(z)) has the same fixed point and strong
-gradients exactly then. D(x) = sigmoid(logit(x)); both losses are binary cross-entropy on logits.
+gradients exactly then. D(x) = sigmoid(d(x)) with d a logit; -log sigmoid(a) = softplus(-a) and
+-log(1 - sigmoid(a)) = softplus(a), so the losses below are binary cross-entropy on logits without overflow.
+
+Not as in the paper: BatchNorm after G's hidden layers (it came a year later; DCGAN showed it keeps G's samples
+apart): with these MLPs as the paper builds them, G collapsed on MNIST, one blurred digit for every z after the
+first epoch, and BatchNorm in G was the one change that prevented it among those tried, the paper's own
+optimiser, initialisation, output layer and noise included (benchmarks/mlp_gan_collapse.py). Adam with DCGAN's
+settings instead of the paper's SGD, which diverged within two epochs here; z ~ N(0, I), PyTorch's default
+initialisation, a Tanh output (the authors' code: uniform z, small uniform weights, a sigmoid output); G's update
+reuses the z of D's update.
 
 Conditional (--conditional): the label, one-hot, is concatenated to the input of both networks: to z in G and to
 the flattened image in D (Mirza & Osindero 2014, "Conditional Generative Adversarial Nets", with MLPs as here).
@@ -26,30 +35,30 @@ import common
 
 
 def parse_args(argv=None):
-    # The paper trained with SGD and momentum (the authors' mnist.yaml: lr 0.1, minibatch 100); Adam with lr 2e-4
-    # and beta1 0.5 (DCGAN's) trains these MLPs without the paper's hand-tuned decay schedules. Minibatch 100, z of
-    # 100 and k = 1 D update per G update (Algorithm 1) are the paper's, as are its generator's 1200-unit layers.
+    # Adam with DCGAN's lr 2e-4 and beta1 0.5, not the paper's SGD (mnist.yaml: lr 0.1, momentum 0.5 to 0.7), which
+    # diverged here; minibatch 100, z of 100 and k = 1 D update per G update (Algorithm 1) are the paper's.
     p = common.arg_parser(__doc__, lr=2e-4, batch_size=100, d_steps=1)
     p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (DCGAN's 0.5)")
     p.add_argument("--beta2", type=float, default=0.999, help="Adam beta2 (PyTorch's default)")
-    p.add_argument("--width", type=common.positive_int, default=1200, help="units in each hidden layer of G and D")
+    p.add_argument("--width", type=common.positive_int, default=1200, help="units in each hidden layer of G, and "
+                   "linear pieces in each of D (the paper's 1200 and 240 maxout units of 5 pieces)")
     return common.finish_args(p, argv, arch="vanilla_gan")
 
 
 class Generator(nn.Module):
     """z (B, latent_dim) [+ y] -> image (B, channels, S, S) in [-1, 1]; S = 32 or 64.
 
-    Two hidden layers of ReLU units, as the paper's MNIST generator (1200 each); a Tanh output, the sigmoid of the
-    paper rescaled to the [-1, 1] range images are trained in. No BatchNorm: it came a year after the paper.
-    PyTorch's default initialisation for both networks, not the authors' uniform ranges (0.05 in G, 0.005 in D).
+    Two hidden layers of ReLU units, as the paper's MNIST generator (1200 each), with BatchNorm before each ReLU
+    (not the paper's: see the docstring above); biases are dropped before BatchNorm, which cancels them. A Tanh
+    output, the paper's sigmoid rescaled to the [-1, 1] range images are trained in.
     """
 
     def __init__(self, latent_dim, channels, image_size, n_classes=0, width=1200):
         super().__init__()
         self.n_classes, self.shape = n_classes, (channels, image_size, image_size)
         self.net = nn.Sequential(
-            nn.Linear(latent_dim + n_classes, width), nn.ReLU(inplace=True),  # (B, width)
-            nn.Linear(width, width), nn.ReLU(inplace=True),  # (B, width)
+            nn.Linear(latent_dim + n_classes, width, bias=False), nn.BatchNorm1d(width), nn.ReLU(inplace=True),
+            nn.Linear(width, width, bias=False), nn.BatchNorm1d(width), nn.ReLU(inplace=True),  # (B, width)
             nn.Linear(width, channels * image_size * image_size), nn.Tanh())  # (B, C*S*S)
 
     def forward(self, z, y=None):
@@ -58,24 +67,33 @@ class Generator(nn.Module):
         return self.net(z).view(-1, *self.shape)  # (B, C*S*S) -> (B, channels, S, S)
 
 
+class Maxout(nn.Module):
+    """The paper's D unit (Goodfellow et al. 2013): the max of `pieces` linear functions of the input. Piecewise
+    linear and never saturating, it can learn its own activation's shape."""
+
+    def __init__(self, n_in, units, pieces=5):
+        super().__init__()
+        self.units, self.pieces = units, pieces
+        self.linear = nn.Linear(n_in, units * pieces)
+
+    def forward(self, x):
+        return self.linear(x).view(-1, self.units, self.pieces).amax(2)  # (B, units * pieces) -> (B, units)
+
+
 class Discriminator(nn.Module):
     """image (B, channels, S, S) [+ y] -> d (B,), a logit: D(x) = sigmoid(d(x)).
 
-    The paper's D used maxout units (the max of 5 linear pieces) with dropout. Maxout is not a PyTorch layer;
-    LeakyReLU(0.2) is max(a, 0.2 a), a two-piece maxout whose pieces share their weights: piecewise linear and
-    never saturating like maxout, with one linear map per unit instead of five. Its 1200 units match the 1200
-    linear pieces of the paper's 240 maxout units. Dropout as in the authors' mnist.yaml: 0.2 on D's input, 0.5 on
-    its hidden units, which keeps D from memorising the training images.
+    The paper's MNIST D (the authors' mnist.yaml): two layers of 240 maxout units of 5 pieces, dropout 0.2 on its
+    input and 0.5 on its hidden units (which keeps D from memorising the training images), a linear output.
     """
 
     def __init__(self, channels, image_size, n_classes=0, width=1200):
         super().__init__()
-        self.n_classes = n_classes
+        self.n_classes, units = n_classes, width // 5
         self.net = nn.Sequential(
-            nn.Dropout(p=0.2), nn.Linear(channels * image_size * image_size + n_classes, width),
-            nn.LeakyReLU(0.2, inplace=True),  # (B, width)
-            nn.Dropout(p=0.5), nn.Linear(width, width), nn.LeakyReLU(0.2, inplace=True),  # (B, width)
-            nn.Dropout(p=0.5), nn.Linear(width, 1))  # (B, 1)
+            nn.Dropout(p=0.2), Maxout(channels * image_size * image_size + n_classes, units),  # (B, units)
+            nn.Dropout(p=0.5), Maxout(units, units),  # (B, units)
+            nn.Dropout(p=0.5), nn.Linear(units, 1))  # (B, 1)
 
     def forward(self, x, y=None):
         x = x.flatten(1)  # (B, C*S*S)

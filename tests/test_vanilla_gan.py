@@ -23,22 +23,35 @@ def test_paper_architecture_and_defaults():
     linear = [m for m in G.modules() if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linear] == [(100, 1200), (1200, 1200), (1200, 1024)]
     assert sum(isinstance(m, nn.ReLU) for m in G.modules()) == 2 and isinstance(G.net[-1], nn.Tanh)
-    # D: dropout 0.2 on the input and 0.5 on the hidden units (the authors' mnist.yaml), LeakyReLU(0.2), no sigmoid
+    # BatchNorm before G's ReLUs (the deviation the docstring states), with its default eps, and no bias before it
+    norms = [m for m in G.modules() if isinstance(m, nn.BatchNorm1d)]
+    assert len(norms) == 2 and all(m.eps == 1e-5 for m in norms) and linear[0].bias is None
+    # D as the authors' mnist.yaml: 240 maxout units of 5 pieces, twice; dropout 0.2 on the input, 0.5 after
+    maxouts = [m for m in D.modules() if isinstance(m, V.Maxout)]
+    assert [(m.linear.in_features, m.units, m.pieces) for m in maxouts] == [(1024, 240, 5), (240, 240, 5)]
     assert [m.p for m in D.modules() if isinstance(m, nn.Dropout)] == [0.2, 0.5, 0.5]
-    assert [m.negative_slope for m in D.modules() if isinstance(m, nn.LeakyReLU)] == [0.2, 0.2]
-    assert isinstance(D.net[-1], nn.Linear) and D.net[-1].out_features == 1
-    # no normalisation layer anywhere (BatchNorm came after the paper): nothing with a surprising positional eps
-    assert not [m for m in list(G.modules()) + list(D.modules()) if "Norm" in type(m).__name__]
+    assert isinstance(D.net[-1], nn.Linear) and D.net[-1].out_features == 1  # a logit: no sigmoid
+    assert not [m for m in D.modules() if "Norm" in type(m).__name__]
     args = V.parse_args([])
-    assert (args.lr, args.beta1, args.beta2, args.batch_size, args.latent_dim, args.width) == \
-        (2e-4, 0.5, 0.999, 100, 100, 1200)
+    assert (args.lr, args.beta1, args.beta2, args.batch_size, args.latent_dim, args.width, args.d_steps) == \
+        (2e-4, 0.5, 0.999, 100, 100, 1200, 1)
+
+
+def test_maxout_is_the_max_of_its_pieces():
+    m = V.Maxout(3, units=2, pieces=4)
+    x = torch.randn(5, 3)
+    pieces = m.linear(x).view(5, 2, 4)  # unit j's pieces are outputs 4j .. 4j + 3 of the linear map
+    assert torch.equal(m(x), pieces.max(2).values)
+    manual = torch.stack([torch.stack([(x @ m.linear.weight[4 * j + k] + m.linear.bias[4 * j + k])
+                                       for k in range(4)], 1).max(1).values for j in range(2)], 1)
+    torch.testing.assert_close(m(x), manual)
 
 
 def test_the_label_is_concatenated_to_both_inputs():
     torch.manual_seed(0)
-    G = V.Generator(latent_dim=16, channels=1, image_size=32, n_classes=3, width=32)
+    G = V.Generator(latent_dim=16, channels=1, image_size=32, n_classes=3, width=32).eval()  # BatchNorm: eval
     D = V.Discriminator(channels=1, image_size=32, n_classes=3, width=32).eval()  # eval: no dropout
-    assert G.net[0].in_features == 16 + 3 and D.net[1].in_features == 32 * 32 + 3
+    assert G.net[0].in_features == 16 + 3 and D.net[1].linear.in_features == 32 * 32 + 3
     z = torch.randn(1, 16).repeat(3, 1)
     x = G(z, torch.arange(3))
     assert (x[0] - x[1]).abs().max() > 1e-4 and (x[1] - x[2]).abs().max() > 1e-4
