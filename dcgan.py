@@ -9,14 +9,14 @@ The GAN game (Goodfellow et al. 2014), played by all-convolutional networks, D(x
 -log sigmoid(a) = softplus(-a) and -log(1 - sigmoid(a)) = softplus(a): the losses below are binary cross-entropy
 on logits, written so that no log(sigmoid) overflows.
 
-Not as in the paper: z ~ N(0, I) (Fig. 1 draws it from a uniform distribution; N(0, I) as in the PyTorch DCGAN
-example); G's update reuses the z of D's update (a fresh draw from the same prior is an equally unbiased estimate,
-one G forward dearer); BatchNorm's scales start at N(1, 0.02) (the PyTorch example's choice; the paper says only
-that weights start at N(0, 0.02)).
+Not as in the paper: G's update reuses the z of D's update (a fresh draw from the same prior is an equally
+unbiased estimate, one G forward dearer); BatchNorm's scales start at N(1, 0.02) (the PyTorch DCGAN example's
+choice; DCGAN's paper says only that weights start at N(0, 0.02));
+z ~ N(0, I), as in the PyTorch example (the paper's Fig. 1 draws it from a uniform distribution).
 
 Conditional (--conditional): G(z, y) gets y one-hot concatenated to z, as in Mirza & Osindero 2014; D uses a
-projection (Miyato & Koyama 2018): d(x, y) = w.phi(x) + embed(y).phi(x). Projection adds one embedding and leaves
-the paper's conv stack unchanged, where label channels would change D's input layer.
+projection (Miyato & Koyama 2018): D(x, y) = w.phi(x) + embed(y).phi(x), which adds one embedding and leaves the
+paper's conv stack unchanged, where label channels would change D's input layer.
 
     python dcgan.py --dataset mnist --epochs 5
     python dcgan.py --dataset cifar10 --epochs 25
@@ -39,8 +39,8 @@ def parse_args(argv=None):
 
 
 def init_weights(m):
-    # "All weights were initialized from a zero-centered Normal distribution with standard deviation 0.02", D's
-    # class embedding too (a per-class output layer); BatchNorm's scales ~ N(1, 0.02), its shifts 0
+    # "All weights were initialized from a zero-centered Normal distribution with standard deviation 0.02" (DCGAN),
+    # D's class embedding too (a per-class output layer); BatchNorm's scales ~ N(1, 0.02), its shifts 0
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
         nn.init.normal_(m.weight, 0.0, 0.02)
     elif isinstance(m, nn.BatchNorm2d):

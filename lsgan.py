@@ -22,8 +22,13 @@ The paper's own networks are for 112x112 scenes, and its 28x28 one is built arou
 fits 32x32 or 64x64 images. Adam with lr 0.0002 and beta1 0.5 and batch 64, as the authors' code for 28x28
 images (their scene networks use lr 0.001); z of 100 ~ N(0, I) as in dcgan.py (their code: 1024, uniform).
 
-Not as in the paper: G's update reuses the z of D's update, and BatchNorm's scales start at N(1, 0.02), as in
-dcgan.py. Conditional (--conditional): as dcgan.py (label one-hot into G, a projection in D).
+Not as in the paper: G's update reuses the z of D's update (a fresh draw from the same prior is an equally
+unbiased estimate, one G forward dearer); BatchNorm's scales start at N(1, 0.02) (the PyTorch DCGAN example's
+choice; DCGAN's paper says only that weights start at N(0, 0.02)).
+
+Conditional (--conditional): G(z, y) gets y one-hot concatenated to z, as in Mirza & Osindero 2014; D uses a
+projection (Miyato & Koyama 2018): D(x, y) = w.phi(x) + embed(y).phi(x), which adds one embedding and leaves the
+paper's conv stack unchanged, where label channels would change D's input layer.
 
     python lsgan.py --dataset mnist --epochs 5
     python lsgan.py --dataset cifar10 --epochs 25
@@ -49,8 +54,8 @@ def parse_args(argv=None):
 
 
 def init_weights(m):
-    # "All weights were initialized from a zero-centered Normal distribution with standard deviation 0.02", D's
-    # class embedding too (a per-class output layer); BatchNorm's scales ~ N(1, 0.02), its shifts 0
+    # "All weights were initialized from a zero-centered Normal distribution with standard deviation 0.02" (DCGAN),
+    # D's class embedding too (a per-class output layer); BatchNorm's scales ~ N(1, 0.02), its shifts 0
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
         nn.init.normal_(m.weight, 0.0, 0.02)
     elif isinstance(m, nn.BatchNorm2d):

@@ -18,12 +18,15 @@ MNIST at batch 64 are 4685 critic and 937 generator updates. The authors' code a
 for each of the first 25 G updates and every 500th: a trick that is not in the paper's Algorithm 1. It is left
 out, since in a 5-epoch run it would spend over half the data on 30 G updates.
 
-Not as in the paper: G's update reuses the z of the critic's last update (Algorithm 1 draws a fresh one from the
-same prior: an equally unbiased estimate, one G forward dearer); BatchNorm's scales start at N(1, 0.02), as in
-DCGAN's code and the authors', and the first clipping sets them to 0.01, as there.
+Not as in the paper: G's update reuses the z of D's update (a fresh draw from the same prior is an equally
+unbiased estimate, one G forward dearer); BatchNorm's scales start at N(1, 0.02) (the PyTorch DCGAN example's
+choice; DCGAN's paper says only that weights start at N(0, 0.02));
+the authors' code starts them so too, and the first clipping sets them to 0.01, as there.
 
-Conditional (--conditional): G(z, y) gets y one-hot concatenated to z, as in dcgan.py; the critic uses a
-projection (Miyato & Koyama 2018): D(x, y) = w.phi(x) + embed(y).phi(x), its embedding clipped like any weight.
+Conditional (--conditional): G(z, y) gets y one-hot concatenated to z, as in Mirza & Osindero 2014; D uses a
+projection (Miyato & Koyama 2018): D(x, y) = w.phi(x) + embed(y).phi(x), which adds one embedding and leaves the
+paper's conv stack unchanged, where label channels would change D's input layer.
+The embedding is clipped like any weight.
 
     python wgan.py --dataset mnist --epochs 5
     python wgan.py --dataset cifar10 --epochs 25
@@ -45,7 +48,7 @@ def parse_args(argv=None):
 
 
 def init_weights(m):
-    # DCGAN's: "All weights were initialized from a zero-centered Normal distribution with standard deviation 0.02",
+    # "All weights were initialized from a zero-centered Normal distribution with standard deviation 0.02" (DCGAN),
     # D's class embedding too (a per-class output layer); BatchNorm's scales ~ N(1, 0.02), its shifts 0
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
         nn.init.normal_(m.weight, 0.0, 0.02)

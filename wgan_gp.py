@@ -15,15 +15,15 @@ norm is taken over all of a sample's C x H x W values, and the critic has no Bat
 sample's score depend on the rest of the batch). wasserstein/estimate and loss/gp (lambda times the penalty) are
 logged.
 
-Steps and epochs, as in wgan.py: a step is one batch of real images, i.e. one critic update; every n_critic-th
-step (--d-steps) also updates G (Algorithm 1). An epoch is one pass over the training set.
+Not as in the paper: G's update reuses the z of D's update (a fresh draw from the same prior is an equally
+unbiased estimate, one G forward dearer); BatchNorm's scales start at N(1, 0.02) (the PyTorch DCGAN example's
+choice; DCGAN's paper says only that weights start at N(0, 0.02));
+the critic's layer norm starts at scale 1 and shift 0, as the authors' code's. Steps: as in wgan.py.
 
-Not as in the paper: G's update reuses the z of the critic's last update (Algorithm 1 draws a fresh one from the
-same prior: an equally unbiased estimate, one G forward dearer); G's BatchNorm scales start at N(1, 0.02), as in
-dcgan.py (the critic's layer norm starts at scale 1, shift 0, as in the authors' code).
-
-Conditional (--conditional): G(z, y) gets y one-hot concatenated to z, as in dcgan.py; the critic uses a
-projection (Miyato & Koyama 2018): D(x, y) = w.phi(x) + embed(y).phi(x). The penalty is taken on D(x^, y).
+Conditional (--conditional): G(z, y) gets y one-hot concatenated to z, as in Mirza & Osindero 2014; D uses a
+projection (Miyato & Koyama 2018): D(x, y) = w.phi(x) + embed(y).phi(x), which adds one embedding and leaves the
+paper's conv stack unchanged, where label channels would change D's input layer.
+The penalty is taken on D(x^, y).
 
     python wgan_gp.py --dataset mnist --epochs 5
     python wgan_gp.py --dataset cifar10 --epochs 25
@@ -47,7 +47,7 @@ def parse_args(argv=None):
 
 
 def init_weights(m):
-    # DCGAN's: "All weights were initialized from a zero-centered Normal distribution with standard deviation 0.02",
+    # "All weights were initialized from a zero-centered Normal distribution with standard deviation 0.02" (DCGAN),
     # D's class embedding too (a per-class output layer); BatchNorm's scales ~ N(1, 0.02), its shifts 0
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
         nn.init.normal_(m.weight, 0.0, 0.02)

@@ -46,7 +46,7 @@ if "--tree" in sys.argv:  # measure another checkout (the code before a change) 
 sys.path.insert(0, str(HERE))
 import common  # noqa: E402
 
-SCRIPTS = ("vanilla_gan", "dcgan", "wgan", "wgan_gp")
+SCRIPTS = ("vanilla_gan", "dcgan", "wgan", "wgan_gp", "lsgan", "sngan")
 # (name, script, extra arguments, channels, image size): the defaults, and DCGAN at 64x64 RGB
 CONFIGS = [(s, s, [], 1, 32) for s in SCRIPTS] + [("dcgan_64x64_rgb", "dcgan", ["--image-size", "64"], 3, 64)]
 DEVICE = torch.device("cpu")  # --device

@@ -170,7 +170,8 @@ def test_exact_resume(script, data_root, tmp_path, conditional):
     assert train(script, data_root, "--epochs", "1", "--name", "split", *cond) == 0
     assert train(script, data_root, "--epochs", "2", "--name", "split", "--resume", *cond) == 0
     assert_identical(weights(tmp_path / "models/straight/last.pt"), weights(tmp_path / "models/split/last.pt"))
-    assert_identical(weights(tmp_path / "models/straight/epoch_001.pt"), weights(tmp_path / "models/split/epoch_001.pt"))
+    assert_identical(weights(tmp_path / "models/straight/epoch_001.pt"),
+                     weights(tmp_path / "models/split/epoch_001.pt"))
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=ids)
