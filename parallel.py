@@ -101,11 +101,11 @@ def convert_sync_batchnorm(module, device):
 
 def wrap(G, D, device):
     """G and D with synchronised BatchNorm, each in DistributedDataParallel, which averages its gradients over the
-    processes in backward. Every process starts from rank 0's weights (DDP copies them) and buffers (broadcast
-    here: older torch's DDP does not, and spectral normalisation's power-iteration vectors are drawn at random in
-    each process). Buffers are not broadcast at each forward: synchronised BatchNorm keeps them equal, spectral
-    normalisation's follow the equal weights, and a broadcast between D's real and fake passes would modify tensors
-    that backward still needs."""
+    processes in backward. Every process starts from rank 0's weights (DDP copies them) and buffers, broadcast
+    here: spectral normalisation's power-iteration vectors are drawn at random in each process, and DDP copies
+    buffers itself only from torch 2.14 on (before, not with broadcast_buffers=False). Buffers are not broadcast at
+    each forward: synchronised BatchNorm keeps them equal, spectral normalisation's follow the equal weights, and a
+    broadcast between D's real and fake passes would modify tensors that backward still needs."""
     for b in list(G.buffers()) + list(D.buffers()):
         dist.broadcast(b, 0)
     new = "forward_sync_buffers" in inspect.signature(DDP).parameters  # torch >= 2.14's name for broadcast_buffers

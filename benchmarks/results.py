@@ -1,22 +1,33 @@
-"""ganzoo's results table: train, measure with eval.py --metrics, write docs/results.md.
+"""ganzoo's results: the table, FID against training minutes, the seed spread and the side-by-side figures.
 
-Each row is (arch, dataset, epochs). A row already in docs/results.json (same arch, dataset, epochs, N) is kept,
-so the table can be built in parts over several sessions or machines; a run whose checkpoint exists is not
-trained again (a shorter one is resumed). Reference features are cached by eval.py, so each dataset's test
-features are extracted once. The README's table (between its results markers) is rewritten from the same rows.
+Every figure comes from the scripts as they ship, at their defaults, trained here and measured with eval.py
+(pytorch-fid's Inception, float32): FID and KID at N = 10000 against the test split for the table, FID at N = 2000
+for the curves. Finished rows and curve points are kept in docs/results.json and never redone (unless --force),
+so the work can stop anywhere and go on in another session; a run whose checkpoint exists is not trained again,
+a shorter one is resumed (exactly). The README's table, between its results markers, is rewritten from the file.
 
-    python benchmarks/results.py          # the FID weights from torch.hub's cache ($TORCH_HOME/hub/checkpoints/)
-    python benchmarks/results.py --only dcgan:mnist --n 10000 ...      # one row
-    python benchmarks/results.py --floors-only ...                      # FID(train 10k vs test 10k) per dataset
+    python benchmarks/results.py table                          # every row: 6 papers x MNIST, Fashion-MNIST, CIFAR-10
+    python benchmarks/results.py table --only dcgan:mnist       # one row (arch:dataset, comma-separated)
+    python benchmarks/results.py seeds --only dcgan:mnist --seeds 1,2   # the same row with other seeds
+    python benchmarks/results.py curves --dataset fashion-mnist # FID after epochs 1, 2, 4, ..., 20 of each paper
+    python benchmarks/results.py floors                         # FID(train 10k vs test 10k) per dataset
+    python benchmarks/results.py figures                        # redraw the figures and the README table only
+
+The FID Inception weights come from torch.hub's cache ($TORCH_HOME/hub/checkpoints/).
 """
 import argparse
 import json
+import platform
 import shutil
 import subprocess
 import sys
 import time
 from datetime import date
 from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
 
 HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
@@ -24,123 +35,235 @@ sys.path.insert(0, str(HERE / "benchmarks"))
 import common  # noqa: E402
 import eval as ev  # noqa: E402
 
-# (arch, dataset, epochs). The four papers on MNIST and Fashion-MNIST at the same budget, 5 epochs (300k images
-# seen, whatever the batch size); CIFAR-10: 50k images at about 350 img/s on the 2-core AMD EPYC measured here is
-# ~2.4 minutes an epoch, so 20 epochs is what one CPU run of under an hour allows (it took 48 minutes).
-PAPERS = ("vanilla_gan", "dcgan", "wgan", "wgan_gp")
-ROWS = [(arch, dataset, 5) for dataset in ("mnist", "fashion-mnist") for arch in PAPERS] + [("dcgan", "cifar10", 20)]
+PAPERS = {"vanilla_gan": "GAN (2014)", "dcgan": "DCGAN (2015)", "wgan": "WGAN (2017)", "wgan_gp": "WGAN-GP (2017)",
+          "lsgan": "LSGAN (2017)", "sngan": "SN-GAN (2018)"}
+EPOCHS = {"mnist": 5, "fashion-mnist": 5, "cifar10": 25}  # the table's budget per dataset
+CURVE_EPOCHS = [1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20]
+# Lucic et al. 2018, "Are GANs Created Equal?": best FID of a large hyperparameter search after 20 epochs of
+# Fashion-MNIST, their own networks, batch 64, 10k samples against the test set (their Table 2's minimum)
+LUCIC_FASHION = {"vanilla_gan": 26.5, "wgan": 21.5, "wgan_gp": 24.5, "lsgan": 30.7}
 DOCS = HERE / "docs"
-ANCHORS = """Published anchors, quoted as such (same metric, other training budgets, other FID code and reference
-sets, so not directly comparable): CIFAR-10 DCGAN, FID 25-43 (the range of published figures); Fashion-MNIST GAN
-after 20 epochs, FID 26.5 (Lucic et al. 2018, "Are GANs Created Equal?"). ganzoo's CIFAR-10 is the JPEG copy in
-../shared/data (quality about 75), trained on and measured against its own test split, so its figures compare with
-each other, not with figures against the original CIFAR-10's statistics. The rows here are short CPU budgets
-(CIFAR-10: 7800 steps of 128, and FID still falling), far less training than the published figures had."""
+DB = DOCS / "results.json"
 
 
 def load_db():
-    path = DOCS / "results.json"
-    return json.loads(path.read_text()) if path.exists() else {"rows": [], "floors": {}}
+    db = json.loads(DB.read_text()) if DB.exists() else {}
+    return {"rows": db.get("rows", []), "curves": db.get("curves", []), "floors": db.get("floors", {})}
 
 
 def save_db(db):
-    common.atomic_write(DOCS / "results.json", lambda t: Path(t).write_text(json.dumps(db, indent=2) + "\n"))
-    common.atomic_write(DOCS / "results.md", lambda t: Path(t).write_text(table(db, grids="")))
-    md = table(db, grids="docs/")
-    readme = HERE / "README.md"
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
-    text = readme.read_text() if readme.exists() else ""
-    if start in text and end in text:
-        new = text[:text.index(start) + len(start)] + "\n" + md + text[text.index(end):]
-        common.atomic_write(readme, lambda t: Path(t).write_text(new))
+    common.atomic_write(DB, lambda t: Path(t).write_text(json.dumps(db, indent=1) + "\n"))
 
 
-def table(db, grids):
-    """The markdown table; `grids` is the path from the page to docs/ (the final grids are linked)."""
-    lines = ["| arch | dataset | epochs | train wall time | trained on | FID | KID (x 10^3) | N | real-vs-real floor "
-             "| final grid |", "|---|---|---|---|---|---|---|---|---|---|"]
-    order = {a: i for i, a in enumerate(PAPERS)}  # the papers in the order they came out
-    for r in sorted(db["rows"], key=lambda r: (r["dataset"], order.get(r["arch"], 9))):
-        fl = db["floors"].get(r["dataset"])
-        floor_s = f"{fl['fid']:.2f} ({fl['n_train'] // 1000}k vs {fl['n_test'] // 1000}k)" if fl else "not yet measured"
-        wall = f"{r['train_seconds'] / 60:.0f} min" if r.get("train_seconds") else "not recorded"
-        lines.append(f"| {r['arch']} | {r['dataset']} | {r['epochs']} | {wall} | {r['device']} | {r['fid']:.2f} | "
-                     f"{1000 * r['kid']:.2f} +- {1000 * r['kid_std']:.2f} | {r['n']} | {floor_s} | "
-                     f"[epoch {r['epochs']}]({grids}{run_name(r['arch'], r['dataset'])}.png) |")
-    return ("\n".join(lines) + "\n\nFID and KID against the test split (10k images), pytorch-fid's Inception and "
-            "preprocessing, samples mapped back to the dataset's native size; made by `python benchmarks/results.py`. "
-            "The floor is FID(train vs test) of real images: the best any generator can score.\n\n" + ANCHORS + "\n")
+def run_name(arch, dataset, seed):
+    return f"{arch}_{dataset.replace('-', '_')}" + (f"_s{seed}" if seed else "")  # seed 0: the script's default
 
 
-def run(cmd):
-    print("$", " ".join(map(str, cmd)), flush=True)
-    subprocess.run(cmd, check=True, cwd=HERE)
+def command(arch, dataset, epochs, seed):
+    return f"python {arch}.py --dataset {dataset} --epochs {epochs}" + (f" --seed {seed}" if seed else "")
 
 
-def run_name(arch, dataset):
-    return f"{arch}_{dataset.replace('-', '_')}"  # the training scripts' default --name
-
-
-def do_row(arch, dataset, epochs, args, db):
-    name = run_name(arch, dataset)
+def train(arch, dataset, epochs, seed, args):
+    """models/<run>/epoch_<epochs>.pt, trained (or resumed) with the script's own command line unless it exists."""
+    name = run_name(arch, dataset, seed)
     ckpt = HERE / "models" / name / f"epoch_{epochs:03d}.pt"
     if not ckpt.exists():
         resume = ["--resume"] if (HERE / "models" / name / "last.pt").exists() else []
-        run([sys.executable, f"{arch}.py", "--dataset", dataset, "--epochs", str(epochs), "--data-root",
-             args.data_root, "--device", args.device, *resume])
-    out = HERE / "results" / name / "metrics.json"
-    run([sys.executable, "eval.py", "--ckpt", ckpt, "--metrics", "fid,kid", "--n", str(args.n), "--json", out,
-         "--device", args.device, "--data-root", args.data_root,
-         "--batch-size", str(args.batch_size)])
-    m = json.loads(out.read_text())[0]
+        cmd = [sys.executable, f"{arch}.py", "--dataset", dataset, "--epochs", str(epochs), "--seed", str(seed),
+               "--name", name, "--data-root", args.data_root, "--device", args.device, *resume]
+        print("$", " ".join(cmd[1:]), flush=True)
+        subprocess.run(cmd, check=True, cwd=HERE)
+    return ckpt
+
+
+def measure(ckpts, n, args, kid=True):
+    """eval.py --metrics on checkpoints, in this process (the reference features are cached): -> its rows."""
+    ev_args = ev.parse_args(["--ckpt", *map(str, ckpts), "--metrics", "fid,kid" if kid else "fid", "--n", str(n),
+                             "--device", args.device, "--data-root", args.data_root])
+    ev_args.batch_size = ev.default_batch_size(common.get_device(args.device))
+    return ev.measure(ev_args, common.get_device(args.device))
+
+
+def do_row(arch, dataset, seed, args, db):
+    epochs = EPOCHS[dataset]
+    key = (arch, dataset, epochs, seed)
+    if any((r["arch"], r["dataset"], r["epochs"], r["seed"]) == key for r in db["rows"]) and not args.force:
+        return
+    ckpt = train(arch, dataset, epochs, seed, args)
+    m = measure([ckpt], 10000, args)[0]
     ck = common.load_checkpoint(ckpt)
-    row = {"arch": arch, "dataset": dataset, "epochs": epochs, "train_seconds": ck.get("train_seconds"),
-           "device": ck.get("device", "not recorded").split(" (")[0].replace("(R)", "").replace("(TM)", ""),
-           "fid": m["fid"], "kid": m["kid"],
-           "kid_std": m["kid_std"], "n": m["n"], "ref": m["ref"], "ref_n": m["ref_n"], "seed": m["seed"],
-           "eval_seconds": m["seconds"], "date": str(date.today()), "command": f"python {arch}.py --dataset "
-           f"{dataset} --epochs {epochs}"}
-    db["rows"] = [r for r in db["rows"] if (r["arch"], r["dataset"], r["epochs"]) != (arch, dataset, epochs)] + [row]
-    shutil.copy(HERE / "results" / name / f"epoch_{epochs:03d}.png", DOCS / f"{name}.png")
+    d_steps = ck["args"].get("d_steps", 1)
+    images = ck["step"] * ck["args"]["batch_size"]
+    row = {"arch": arch, "dataset": dataset, "epochs": epochs, "seed": seed, "fid": m["fid"], "kid": m["kid"],
+           "kid_std": m["kid_std"], "n": m["n"], "ref": m["ref"], "ref_n": m["ref_n"],
+           "train_seconds": ck["train_seconds"], "img_s": images / ck["train_seconds"], "steps": ck["step"],
+           "g_updates": ck["step"] // d_steps, "device": ck["device"], "torch": ck["torch_version"],
+           "command": command(arch, dataset, epochs, seed), "date": str(date.today())}
+    db["rows"] = [r for r in db["rows"] if (r["arch"], r["dataset"], r["epochs"], r["seed"]) != key] + [row]
     save_db(db)
-    print(f"row: {arch} {dataset} {epochs} epochs: FID {row['fid']:.2f}, KID {row['kid']:.4f} (N = {row['n']})")
+    gif = HERE / "results" / run_name(arch, dataset, seed) / "progress.gif"
+    if seed == 0 and gif.exists():  # the README's progress GIFs: this row's run, epoch by epoch
+        shutil.copyfile(gif, DOCS / f"{run_name(arch, dataset, seed)}_progress.gif")
+    print(f"row: {arch} {dataset} {epochs} epochs seed {seed}: FID {row['fid']:.2f}, KID {row['kid']:.4f}, "
+          f"{row['train_seconds'] / 60:.1f} min", flush=True)
+
+
+def do_curve(arch, dataset, args, db):
+    """FID (N = 2000) after each of CURVE_EPOCHS, against the training wall time at that checkpoint."""
+    done = {c["epoch"] for c in db["curves"] if (c["arch"], c["dataset"]) == (arch, dataset)}
+    for epoch in CURVE_EPOCHS:
+        if epoch in done and not args.force:
+            continue
+        ckpt = train(arch, dataset, epoch, 0, args)  # resumes the same run: epoch_005.pt is the table's row
+        m = measure([ckpt], 2000, args, kid=False)[0]
+        ck = common.load_checkpoint(ckpt)
+        db["curves"] = [c for c in db["curves"] if (c["arch"], c["dataset"], c["epoch"]) != (arch, dataset, epoch)]
+        db["curves"].append({"arch": arch, "dataset": dataset, "epoch": epoch, "n": 2000, "fid": m["fid"],
+                             "train_seconds": ck["train_seconds"], "g_updates": ck["step"] // ck["args"].get(
+                                 "d_steps", 1), "device": ck["device"]})
+        save_db(db)
+        print(f"curve: {arch} {dataset} epoch {epoch}: FID {m['fid']:.1f} (N = 2000) at "
+              f"{ck['train_seconds'] / 60:.1f} min", flush=True)
 
 
 def do_floor(dataset, args, db):
     from fid_crosscheck import floor
-    extract, name, _ = ev.feature_extractor(common.get_device(args.device))
-    fid, n_train, n_test = floor(dataset, args.floor_n, args, extract, name)
+    device = common.get_device(args.device)
+    extract, name, _ = ev.feature_extractor(device)
+    ns = SimpleNamespace(data_root=args.data_root, batch_size=ev.default_batch_size(device))
+    fid, n_train, n_test = floor(dataset, 10000, ns, extract, name)
     db["floors"][dataset] = {"fid": fid, "n_train": n_train, "n_test": n_test}
     save_db(db)
-    print(f"floor: {dataset}: FID(train {n_train} vs test {n_test}) = {fid:.2f}")
+    print(f"floor: {dataset}: FID(train {n_train} vs test {n_test}) = {fid:.2f}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------------ figures
+def table_md(db, link="docs/"):
+    """The README's table: one block per dataset, the papers in the order they came out; seeds other than 0 are
+    summarised below it (their spread), not listed."""
+    rows = [r for r in db["rows"] if r["seed"] == 0]
+    if not rows:
+        return "(no results yet: `python benchmarks/results.py table`)\n"
+    lines = ["| dataset | paper | epochs | G updates | FID | KID x 10^3 | train time | img/s | command |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    order = list(PAPERS)
+    for r in sorted(rows, key=lambda r: (list(EPOCHS).index(r["dataset"]), order.index(r["arch"]))):
+        lines.append(f"| {r['dataset']} | [{PAPERS[r['arch']]}]({link}papers_{r['dataset'].replace('-', '_')}.png) "
+                     f"| {r['epochs']} | {r['g_updates']} | {r['fid']:.1f} | {1000 * r['kid']:.1f} +- "
+                     f"{1000 * r['kid_std']:.1f} | {r['train_seconds'] / 60:.0f} min | {r['img_s']:.0f} | "
+                     f"`{r['command']}` |")
+    machines = sorted({(r["device"], r["torch"]) for r in rows})
+    out = "\n".join(lines) + "\n\n" + "Trained and measured on " + "; ".join(f"{d}, torch {t}" for d, t in machines)
+    out += (". FID and KID at N = 10000 against the test split (10k images; pytorch-fid's Inception, float32). "
+            "Real-vs-real floor, FID(train 10k vs test 10k): " + ", ".join(
+                f"{d} {f['fid']:.2f}" for d, f in db["floors"].items()) + ".\n")
+    spread = seed_spread(db)
+    if spread:
+        out += "\nHow much one run moves (the same command, seeds 0, 1, 2): " + "; ".join(spread) + ".\n"
+    return out
+
+
+def seed_spread(db):
+    groups = {}
+    for r in db["rows"]:
+        groups.setdefault((r["arch"], r["dataset"], r["epochs"]), []).append(r)
+    out = []
+    for (arch, dataset, epochs), rs in sorted(groups.items()):
+        if len(rs) > 1:
+            fids = [r["fid"] for r in sorted(rs, key=lambda r: r["seed"])]
+            out.append(f"{arch} {dataset}: FID {', '.join(f'{f:.1f}' for f in fids)} (mean {np.mean(fids):.1f}, "
+                       f"range {max(fids) - min(fids):.1f})")
+    return out
+
+
+def write_readme(db):
+    readme = HERE / "README.md"
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    text = readme.read_text()
+    if start in text and end in text:
+        new = text[:text.index(start) + len(start)] + "\n" + table_md(db) + text[text.index(end):]
+        common.atomic_write(readme, lambda t: Path(t).write_text(new))
+
+
+def side_by_side(dataset, db, args):
+    """docs/papers_<dataset>.png: one row per paper at the table's epochs, the same z, titled with the paper's name,
+    epoch and FID."""
+    rows = {r["arch"]: r for r in db["rows"] if r["dataset"] == dataset and r["seed"] == 0}
+    archs = [a for a in PAPERS if a in rows]
+    if not archs:
+        return
+    ckpts = [HERE / "models" / run_name(a, dataset, 0) / f"epoch_{EPOCHS[dataset]:03d}.pt" for a in archs]
+    if not all(c.exists() for c in ckpts):
+        print(f"figures: {dataset}: not every checkpoint is on this machine; its figure is left as it is")
+        return
+    titles = [f"{PAPERS[a]}\nepoch {rows[a]['epochs']}, FID {rows[a]['fid']:.1f}" for a in archs]
+    ns = SimpleNamespace(ckpt=ckpts, label=None, nrow=10, seed=0, batch_size=250,
+                         out=DOCS / f"papers_{dataset.replace('-', '_')}.png")
+    ev.compare_figure(ns, torch.device("cpu"), titles)
+
+
+def curves_figure(dataset, db):
+    """docs/fid_minutes_<dataset>.png from the curve points in docs/results.json (no training needed)."""
+    from matplotlib.figure import Figure
+    pts = [c for c in db["curves"] if c["dataset"] == dataset]
+    if not pts:
+        return
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
+    for arch, name in PAPERS.items():
+        mine = sorted((c["train_seconds"] / 60, c["fid"]) for c in pts if c["arch"] == arch)
+        if mine:
+            line, = ax.plot(*zip(*mine), marker="o", ms=3, label=name)
+            if dataset == "fashion-mnist" and arch in LUCIC_FASHION:
+                ax.plot([mine[-1][0]], [LUCIC_FASHION[arch]], marker="*", ms=12, color=line.get_color(), ls="none")
+    ax.plot([], [], marker="*", ms=12, color="grey", ls="none", label="Lucic et al. 2018, best of a search (20 epochs)")
+    ax.set_yscale("log")
+    ax.set(xlabel="training wall time (minutes, 2 CPU cores)", ylabel="FID (N = 2000, against the test split)",
+           title=f"{dataset}: FID after epochs {CURVE_EPOCHS[0]}-{CURVE_EPOCHS[-1]}, each paper at its defaults")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    common.atomic_write(DOCS / f"fid_minutes_{dataset.replace('-', '_')}.png",
+                        lambda t: fig.savefig(t, dpi=100, format="png"))
+
+
+def figures(db, args):
+    for dataset in EPOCHS:
+        side_by_side(dataset, db, args)
+        curves_figure(dataset, db)
+    write_readme(db)
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", default=None, help="comma-separated arch:dataset rows to (re)do")
-    p.add_argument("--n", type=int, default=10000)
-    p.add_argument("--floor-n", type=int, default=10000)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("what", choices=("table", "seeds", "curves", "floors", "figures"))
+    p.add_argument("--only", default=None, help="comma-separated arch:dataset rows (table, seeds)")
+    p.add_argument("--seeds", default="1,2", help="the seeds `seeds` adds to seed 0")
+    p.add_argument("--dataset", default="fashion-mnist", help="curves: the dataset")
+    p.add_argument("--archs", default=",".join(PAPERS), help="curves: the papers")
     p.add_argument("--data-root", default="data")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=None, help="default: eval.py's (10 on CPU, 200 on a GPU)")
-    p.add_argument("--force", action="store_true", help="measure rows again even when docs/results.json has them")
-    p.add_argument("--floors-only", action="store_true")
-    p.add_argument("--no-floors", action="store_true")
+    p.add_argument("--force", action="store_true", help="measure again what docs/results.json already has")
     args = p.parse_args()
-    args.batch_size = args.batch_size or ev.default_batch_size(common.get_device(args.device))
-    DOCS.mkdir(exist_ok=True)
-    db = load_db()
-    t0 = time.time()
-    rows = [r for r in ROWS if args.only is None or f"{r[0]}:{r[1]}" in args.only.split(",")]
-    for arch, dataset, epochs in rows:
-        done = any((r["arch"], r["dataset"], r["epochs"], r["n"]) == (arch, dataset, epochs, args.n) for r in db["rows"])
-        if not args.floors_only and (args.force or not done):
-            do_row(arch, dataset, epochs, args, db)
-        if not args.no_floors and dataset not in db["floors"]:
+    db, t0 = load_db(), time.time()
+    every = [(a, d) for d in EPOCHS for a in PAPERS]
+    pairs = [tuple(x.split(":")) for x in args.only.split(",")] if args.only else every
+    if args.what == "table":
+        for arch, dataset in pairs:
+            do_row(arch, dataset, 0, args, db)
+    elif args.what == "seeds":
+        for arch, dataset in pairs:
+            for seed in map(int, args.seeds.split(",")):
+                do_row(arch, dataset, seed, args, db)
+    elif args.what == "curves":
+        for arch in args.archs.split(","):
+            do_curve(arch, args.dataset, args, db)
+    elif args.what == "floors":
+        for dataset in EPOCHS:
             do_floor(dataset, args, db)
-    save_db(db)
-    print(table(db, grids="docs/"))
-    print(f"results.py: {time.time() - t0:.0f} s")
+    figures(db, args)
+    print(f"results.py {args.what}: {time.time() - t0:.0f} s on {platform.node()}")
 
 
 if __name__ == "__main__":

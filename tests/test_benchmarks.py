@@ -70,3 +70,42 @@ def test_speed_benchmark_refuses_what_it_cannot_measure(tmp_path):
     assert r.returncode == 2
     assert "error: --device cuda: no CUDA GPU" in r.stderr or "error: --breakdown profiles CPU time" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def load_results(monkeypatch, tmp_path):
+    """benchmarks/results.py as a module, its docs/ (results.json, figures, README) redirected to tmp_path."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    spec = importlib.util.spec_from_file_location("results", ROOT / "benchmarks" / "results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "HERE", tmp_path)
+    monkeypatch.setattr(module, "DOCS", tmp_path / "docs")
+    monkeypatch.setattr(module, "DB", tmp_path / "docs" / "results.json")
+    (tmp_path / "docs").mkdir()
+    return module
+
+
+def row(arch, seed, fid):
+    return {"arch": arch, "dataset": "mnist", "epochs": 5, "seed": seed, "fid": fid, "kid": 0.01, "kid_std": 0.001,
+            "train_seconds": 600, "img_s": 500, "g_updates": 2345, "device": "cpu: Test CPU (2 threads)",
+            "torch": "2.x", "command": f"python {arch}.py --dataset mnist --epochs 5"}
+
+
+def test_results_skip_finished_rows_and_write_the_readme_table_from_the_file(monkeypatch, tmp_path):
+    """A row already in results.json is neither trained nor measured again, and the README's table (between its
+    markers) is what the file holds: seed 0 in the table, the other seeds as the spread below it."""
+    results = load_results(monkeypatch, tmp_path)
+    db = {"rows": [row("dcgan", 0, 20.0), row("dcgan", 1, 26.0), row("dcgan", 2, 23.0), row("wgan", 0, 90.0)],
+          "curves": [], "floors": {"mnist": {"fid": 1.5}}}
+    results.save_db(db)
+    monkeypatch.setattr(results, "train", lambda *a: (_ for _ in ()).throw(AssertionError("trained a done row")))
+    results.do_row("dcgan", "mnist", 0, SimpleNamespace(force=False), results.load_db())
+    (tmp_path / "README.md").write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\nafter\n")
+    results.write_readme(results.load_db())
+    text = (tmp_path / "README.md").read_text()
+    assert text.startswith("intro\n<!-- results:start -->\n| dataset |")
+    assert text.endswith("<!-- results:end -->\nafter\n")
+    assert "| mnist | [DCGAN (2015)]" in text and "| 20.0 | 10.0 +- 1.0 | 10 min | 500 |" in text
+    assert "| mnist | [WGAN (2017)]" in text and "old" not in text and "26.0 |" not in text
+    assert "dcgan mnist: FID 20.0, 26.0, 23.0 (mean 23.0, range 6.0)" in text
+    assert "Test CPU" in text and "mnist 1.50" in text
