@@ -43,20 +43,32 @@ CANDIDATES = ("adam", "sgd", "init", "maxout", "marginals", "uniform", "paper", 
               "bn_d")
 
 
-class Maxout(nn.Module):
-    """max over `pieces` linear maps: the paper's D units."""
+class BeforeGenerator(vanilla_gan.Generator):
+    """G as it was before the study (the base every candidate changes): the paper's two ReLU layers of 1200 units
+    and a Tanh output, no BatchNorm."""
 
-    def __init__(self, n_in, units, pieces=5):
-        super().__init__()
-        self.units, self.pieces = units, pieces
-        self.linear = nn.Linear(n_in, units * pieces)
-
-    def forward(self, x):
-        return self.linear(x).view(-1, self.units, self.pieces).max(-1).values  # (B, units)
+    def __init__(self, latent_dim, channels, image_size, n_classes=0, width=1200):
+        super().__init__(latent_dim, channels, image_size, n_classes, width)
+        self.net = nn.Sequential(nn.Linear(latent_dim + n_classes, width), nn.ReLU(inplace=True),
+                                 nn.Linear(width, width), nn.ReLU(inplace=True),
+                                 nn.Linear(width, channels * image_size * image_size), nn.Tanh())
 
 
-def patch(names, data_root, G_cls=vanilla_gan.Generator, D_cls=vanilla_gan.Discriminator):
-    """Change vanilla_gan's networks or optimiser in this process, for the candidates in `names`."""
+class BeforeDiscriminator(vanilla_gan.Discriminator):
+    """D as it was before the study: two layers of 1200 LeakyReLU(0.2) units (standing in for the paper's 240
+    maxout units of 5 pieces) with the paper's dropout."""
+
+    def __init__(self, channels, image_size, n_classes=0, width=1200):
+        super().__init__(channels, image_size, n_classes, width)
+        self.net = nn.Sequential(nn.Dropout(0.2), nn.Linear(channels * image_size * image_size + n_classes, width),
+                                 nn.LeakyReLU(0.2, inplace=True), nn.Dropout(0.5), nn.Linear(width, width),
+                                 nn.LeakyReLU(0.2, inplace=True), nn.Dropout(0.5), nn.Linear(width, 1))
+
+
+def patch(names, data_root, G_cls=BeforeGenerator, D_cls=BeforeDiscriminator):
+    """Change vanilla_gan's networks or optimiser in this process, for the candidates in `names`, starting from
+    the networks before the study; batchnorm+maxout is what vanilla_gan.py ships (up to G's biases before
+    BatchNorm, which it cancels)."""
     names = set(CANDIDATES[1:6]) if "paper" in names else set(names)
 
     class Generator(G_cls):
@@ -99,8 +111,8 @@ def patch(names, data_root, G_cls=vanilla_gan.Generator, D_cls=vanilla_gan.Discr
                                          *layers[5:])
             if "maxout" in names:
                 n_in = channels * image_size * image_size + n_classes
-                self.net = nn.Sequential(nn.Dropout(0.2), Maxout(n_in, 240), nn.Dropout(0.5), Maxout(240, 240),
-                                         nn.Dropout(0.5), nn.Linear(240, 1))
+                self.net = nn.Sequential(nn.Dropout(0.2), vanilla_gan.Maxout(n_in, 240), nn.Dropout(0.5),
+                                         vanilla_gan.Maxout(240, 240), nn.Dropout(0.5), nn.Linear(240, 1))
             if "init" in names:
                 for m in self.modules():
                     if isinstance(m, nn.Linear):
