@@ -16,6 +16,8 @@ Candidates (the paper's details come from the authors' mnist.yaml, github.com/go
              paper: a year later), so that z's signal keeps its scale through G's layers
   leaky      LeakyReLU(0.2) in G instead of ReLU (not in the paper)
   ttur       D's learning rate 4e-4, G's 1e-4 (Heusel et al. 2017's two time-scale rule; not in the paper)
+  unit       D reads pixels in [0, 1] (the paper's range) instead of [-1, 1], so that its input dropout blanks
+             pixels to the black background instead of greying them
   bn_d       BatchNorm after D's hidden layers too (DCGAN's D has it; D then sees each batch's statistics, real
              and fake apart, so a fake batch short of variety stands out)
 Several, comma-separated, combine: --candidates init,marginals.
@@ -40,7 +42,7 @@ import common  # noqa: E402
 import vanilla_gan  # noqa: E402
 
 CANDIDATES = ("adam", "sgd", "init", "maxout", "marginals", "uniform", "paper", "batchnorm", "he", "leaky", "ttur",
-              "bn_d")
+              "bn_d", "unit")
 
 
 class BeforeGenerator(vanilla_gan.Generator):
@@ -64,10 +66,13 @@ class BeforeDiscriminator(vanilla_gan.Discriminator):
                                  nn.LeakyReLU(0.2, inplace=True), nn.Dropout(0.5), nn.Linear(width, width),
                                  nn.LeakyReLU(0.2, inplace=True), nn.Dropout(0.5), nn.Linear(width, 1))
 
+    def forward(self, x, y=None):  # pixels in [-1, 1], as before the study
+        return super().forward(2 * x - 1, y)  # vanilla_gan's D maps x to (x + 1) / 2: this undoes it
+
 
 def patch(names, data_root, G_cls=BeforeGenerator, D_cls=BeforeDiscriminator):
     """Change vanilla_gan's networks or optimiser in this process, for the candidates in `names`, starting from
-    the networks before the study; batchnorm+maxout is what vanilla_gan.py ships (up to G's biases before
+    the networks before the study; batchnorm+maxout+unit is what vanilla_gan.py ships (up to G's biases before
     BatchNorm, which it cancels)."""
     names = set(CANDIDATES[1:6]) if "paper" in names else set(names)
 
@@ -103,6 +108,9 @@ def patch(names, data_root, G_cls=BeforeGenerator, D_cls=BeforeDiscriminator):
             return super().forward(z, y)
 
     class Discriminator(D_cls):
+        def forward(self, x, y=None):
+            return super().forward((x + 1) / 2 if "unit" in names else x, y)  # "unit": D's net sees (x + 1) / 2
+
         def __init__(self, channels, image_size, n_classes=0, width=1200):
             super().__init__(channels, image_size, n_classes, width)
             if "bn_d" in names:  # Dropout, Linear, BatchNorm1d, LeakyReLU per hidden layer
