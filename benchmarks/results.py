@@ -244,7 +244,8 @@ def main():
     p.add_argument("--archs", default=",".join(PAPERS), help="curves: the papers")
     p.add_argument("--data-root", default="data")
     p.add_argument("--device", default="auto")
-    p.add_argument("--force", action="store_true", help="measure again what docs/results.json already has")
+    p.add_argument("--force", action="store_true", help="measure again what docs/results.json already has "
+                   "(its checkpoint is reused: delete models/<run>/ to train it again after a change to the script)")
     args = p.parse_args()
     db, t0 = load_db(), time.time()
     every = [(a, d) for d in EPOCHS for a in PAPERS]
