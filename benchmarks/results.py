@@ -19,6 +19,7 @@ import argparse
 import json
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -247,6 +248,9 @@ def main():
     p.add_argument("--force", action="store_true", help="measure again what docs/results.json already has "
                    "(its checkpoint is reused: delete models/<run>/ to train it again after a change to the script)")
     args = p.parse_args()
+    # `kill <pid>` of this process must not leave the training run it started going on beside the next job: SIGTERM
+    # becomes SystemExit, on which subprocess.run kills its child (its checkpoints are written atomically)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("results.py: terminated; finished rows are in docs/results.json"))
     db, t0 = load_db(), time.time()
     every = [(a, d) for d in EPOCHS for a in PAPERS]
     pairs = [tuple(x.split(":")) for x in args.only.split(",")] if args.only else every

@@ -1,14 +1,20 @@
-"""benchmarks/speed.py runs, and its figures hang together. Not a timed test: no figure is held to a target, only
-to the other figures of the same run."""
+"""The benchmarks run (speed.py, results.py), and their figures hang together. Not a timed test: no figure is held
+to a target, only to the other figures of the same run."""
 import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 SPEED = ROOT / "benchmarks" / "speed.py"
+RESULTS = ROOT / "benchmarks" / "results.py"
 
 
 def load_speed(monkeypatch):
@@ -75,7 +81,7 @@ def test_speed_benchmark_refuses_what_it_cannot_measure(tmp_path):
 def load_results(monkeypatch, tmp_path):
     """benchmarks/results.py as a module, its docs/ (results.json, figures, README) redirected to tmp_path."""
     monkeypatch.setattr(sys, "path", list(sys.path))
-    spec = importlib.util.spec_from_file_location("results", ROOT / "benchmarks" / "results.py")
+    spec = importlib.util.spec_from_file_location("results", RESULTS)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     monkeypatch.setattr(module, "HERE", tmp_path)
@@ -109,3 +115,36 @@ def test_results_skip_finished_rows_and_write_the_readme_table_from_the_file(mon
     assert "| mnist | [WGAN (2017)]" in text and "old" not in text and "26.0 |" not in text
     assert "dcgan mnist: FID 20.0, 26.0, 23.0 (mean 23.0, range 6.0)" in text
     assert "Test CPU" in text and "mnist 1.50" in text
+
+
+def test_results_terminated_takes_its_training_run_with_it(tmp_path):
+    """`kill <pid of results.py>` stops the training script it started too, rather than leaving it running beside
+    whatever is started next (the script here stands in for a training run: it writes its pid and sleeps)."""
+    (tmp_path / "fake.py").write_text("import os, pathlib, time\n"
+                                      "pathlib.Path('child.pid').write_text(str(os.getpid()))\ntime.sleep(120)\n")
+    harness = ("import importlib.util, pathlib, sys\n"
+               f"spec = importlib.util.spec_from_file_location('results', {str(RESULTS)!r})\n"
+               "results = importlib.util.module_from_spec(spec); spec.loader.exec_module(results)\n"
+               f"results.HERE = results.DOCS = pathlib.Path({str(tmp_path)!r})\n"
+               "results.DB = results.HERE / 'results.json'\n"
+               "sys.argv = ['results.py', 'table', '--only', 'fake:mnist']\nresults.main()\n")
+    with open(tmp_path / "stderr.txt", "w") as err:  # a file, not a pipe: a child left running would hold a pipe open
+        parent = subprocess.Popen([sys.executable, "-c", harness], cwd=tmp_path, stderr=err)
+    pid_file = tmp_path / "child.pid"
+    for _ in range(600):
+        if pid_file.exists() and pid_file.read_text() or parent.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert pid_file.exists(), (tmp_path / "stderr.txt").read_text()
+    child = int(pid_file.read_text())
+    parent.terminate()
+    parent.wait(timeout=60)
+    try:
+        os.kill(child, 0)
+    except ProcessLookupError:
+        pass  # killed and reaped, as it should be
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("results.py was terminated but its training run went on")
+    err = (tmp_path / "stderr.txt").read_text()
+    assert parent.returncode == 1 and "results.py: terminated" in err and "Traceback" not in err
