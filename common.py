@@ -719,6 +719,8 @@ class Run:
         elif any(self.models.glob("*.pt")):
             raise UserError(f"{self.models} already holds checkpoints: add --resume to continue that run, "
                             "or --name NEW to start another", 2)
+        elif self.logger.csv:  # a new run: rows left by one killed before its first checkpoint are not its own
+            self.logger.csv.unlink(missing_ok=True)
 
     def parallel(self, G, D):
         """One process: G and D as they are. Under torchrun: parallel.wrap's synchronised BatchNorm and

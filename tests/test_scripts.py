@@ -142,6 +142,17 @@ def test_run_outputs(script, data_root, tmp_path):
     assert torch.load(models / "epoch_001.pt", weights_only=True)["step"] == 8  # replacing last.pt left it alone
 
 
+def test_a_new_run_drops_the_rows_of_one_killed_before_its_first_checkpoint(data_root, tmp_path):
+    """A run killed in its first epoch leaves losses.csv but no checkpoint, so the same command starts afresh: its
+    curve must be its own, not appended to the dead run's rows."""
+    results = tmp_path / "results" / "dcgan_mnist"
+    results.mkdir(parents=True)
+    (results / "losses.csv").write_text("step,epoch,loss_d,loss_g,D(x),D(G(z))\n1,1,9,9,0.5,0.5\n2,1,9,9,0.5,0.5\n")
+    assert train(dcgan, data_root, "--epochs", "1") == 0
+    rows = list(csv.DictReader(open(results / "losses.csv")))
+    assert [r["step"] for r in rows] == [str(i) for i in range(1, 9)] and rows[0]["loss_d"] != "9"
+
+
 def test_last_pt_is_written_where_hard_links_fail(data_root, tmp_path, monkeypatch):
     def no_links(*a):
         raise OSError("hard links not supported")
