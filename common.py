@@ -575,12 +575,23 @@ class Logger:
     def __init__(self, csv, device, world, checkpoints, tensorboard_dir=None):
         self.csv, self.device, self.world, self.checkpoints, self.tb = csv, device, world, checkpoints, None
         self.names, self.pending, self.rows, self.latest = [], [], [], {}
-        if tensorboard_dir:
+        self.tensorboard_dir = tensorboard_dir
+
+    def start(self, step):
+        """Forget what a killed run logged after `step` (0: a new run), so a curve has no repeats: its losses.csv
+        rows, and its TensorBoard events (purge_step hides those at step >= `step` in the same folder)."""
+        if self.csv and self.csv.exists() and step == 0:
+            self.csv.unlink()
+        elif self.csv and self.csv.exists():
+            lines = self.csv.read_text().splitlines(keepends=True)
+            keep = lines[:1] + [l for l in lines[1:] if int(l.split(",", 1)[0]) <= step]
+            atomic_write(self.csv, lambda tmp: Path(tmp).write_text("".join(keep)))
+        if self.tensorboard_dir:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard", 2) from None
-            self.tb = SummaryWriter(str(tensorboard_dir))
+            self.tb = SummaryWriter(str(self.tensorboard_dir), purge_step=step + 1)
 
     def log(self, step, epoch, stats):
         """stats: {'loss/d': tensor or float, ...}; None for a figure this step did not compute (the WGANs' loss/g
@@ -621,14 +632,6 @@ class Logger:
                     f.write(f"{step},{epoch}," + ",".join(f"{row[n]:.6g}" if n in row else "" for n in self.names)
                             + "\n")
         self.rows = []
-
-    def truncate(self, step):
-        """Drop rows written after `step` (a run killed after its last checkpoint), so a resumed curve has no
-        repeats."""
-        if self.csv and self.csv.exists():
-            lines = self.csv.read_text().splitlines(keepends=True)
-            keep = lines[:1] + [l for l in lines[1:] if int(l.split(",", 1)[0]) <= step]
-            atomic_write(self.csv, lambda tmp: Path(tmp).write_text("".join(keep)))
 
     def image(self, fake, step):
         if self.tb:
@@ -719,8 +722,7 @@ class Run:
         elif any(self.models.glob("*.pt")):
             raise UserError(f"{self.models} already holds checkpoints: add --resume to continue that run, "
                             "or --name NEW to start another", 2)
-        elif self.logger.csv:  # a new run: rows left by one killed before its first checkpoint are not its own
-            self.logger.csv.unlink(missing_ok=True)
+        self.logger.start(self.step)
 
     def parallel(self, G, D):
         """One process: G and D as they are. Under torchrun: parallel.wrap's synchronised BatchNorm and
@@ -743,7 +745,6 @@ class Run:
         self.fixed_z = ck["fixed_z"].cpu()
         self.fixed_labels = None if ck["fixed_labels"] is None else ck["fixed_labels"].cpu()
         set_rng_state(ck["rng_ranks"][self.rank] if self.world > 1 else ck["rng"])
-        self.logger.truncate(self.step)
         if self.rank == 0:
             print(f"resuming {path} at epoch {self.epoch}, step {self.step}", file=sys.stderr)
 

@@ -303,6 +303,31 @@ def test_tensorboard(data_root, tmp_path):
     assert list((tmp_path / "runs" / "wgan_gp_mnist").glob("events.out.tfevents.*"))
 
 
+def test_tensorboard_curves_of_killed_runs_have_no_repeats(data_root, tmp_path):
+    """Events a killed run logged after its last checkpoint, or a run killed before its first one, are purged (as
+    TensorBoard reads them), so the curve has each step once, with the values of the run that checkpointed it."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+    runs = tmp_path / "runs" / "dcgan_mnist"
+
+    def dead_run(steps):  # what a run killed at the last of these steps left behind
+        with SummaryWriter(str(runs)) as w:
+            for step in steps:
+                w.add_scalar("loss/d", 99.0, step)
+
+    def curve():
+        ea = EventAccumulator(str(runs))
+        ea.Reload()
+        return [(e.step, e.value) for e in ea.Scalars("loss/d")]
+
+    dead_run([1, 2, 3])  # killed before its first checkpoint: the same command starts a new run
+    assert train(dcgan, data_root, "--epochs", "1", "--tensorboard") == 0
+    dead_run([9, 10, 11])  # that run's second epoch, killed after step 11: its checkpoint is step 8
+    assert train(dcgan, data_root, "--epochs", "2", "--tensorboard", "--resume") == 0
+    assert [s for s, _ in curve()] == list(range(1, 17)) and 99.0 not in [v for _, v in curve()]
+
+
 def test_tensorboard_missing_is_one_line(data_root, capsys, monkeypatch):
     import builtins
     real_import = builtins.__import__
