@@ -108,9 +108,6 @@ def patch(names, data_root, G_cls=BeforeGenerator, D_cls=BeforeDiscriminator):
             return super().forward(z, y)
 
     class Discriminator(D_cls):
-        def forward(self, x, y=None):
-            return super().forward((x + 1) / 2 if "unit" in names else x, y)  # "unit": D's net sees (x + 1) / 2
-
         def __init__(self, channels, image_size, n_classes=0, width=1200):
             super().__init__(channels, image_size, n_classes, width)
             if "bn_d" in names:  # Dropout, Linear, BatchNorm1d, LeakyReLU per hidden layer
@@ -126,6 +123,9 @@ def patch(names, data_root, G_cls=BeforeGenerator, D_cls=BeforeDiscriminator):
                     if isinstance(m, nn.Linear):
                         nn.init.uniform_(m.weight, -0.005, 0.005)
                         nn.init.zeros_(m.bias)
+
+        def forward(self, x, y=None):
+            return super().forward((x + 1) / 2 if "unit" in names else x, y)  # "unit": D's net sees (x + 1) / 2
 
     vanilla_gan.Generator, vanilla_gan.Discriminator = Generator, Discriminator
     if "ttur" in names:  # main() builds G's optimizer first, then D's
