@@ -579,7 +579,7 @@ class Logger:
 
     def start(self, step):
         """Forget what a killed run logged after `step` (0: a new run), so a curve has no repeats: its losses.csv
-        rows, and its TensorBoard events (purge_step hides those at step >= `step` in the same folder)."""
+        rows, and its TensorBoard events (purge_step hides those after `step` in the same folder)."""
         if self.csv and self.csv.exists() and step == 0:
             self.csv.unlink()
         elif self.csv and self.csv.exists():
