@@ -580,12 +580,13 @@ class Logger:
     def start(self, step):
         """Forget what a killed run logged after `step` (0: a new run), so a curve has no repeats: its losses.csv
         rows, and its TensorBoard events (purge_step hides those after `step` in the same folder)."""
-        if self.csv and self.csv.exists() and step == 0:
-            self.csv.unlink()
-        elif self.csv and self.csv.exists():
-            lines = self.csv.read_text().splitlines(keepends=True)
-            keep = lines[:1] + [l for l in lines[1:] if int(l.split(",", 1)[0]) <= step]
-            atomic_write(self.csv, lambda tmp: Path(tmp).write_text("".join(keep)))
+        if self.csv and self.csv.exists():
+            if step == 0:  # a new run: deleted, not truncated, as its columns may differ from the dead run's
+                self.csv.unlink()
+            else:
+                lines = self.csv.read_text().splitlines(keepends=True)
+                keep = lines[:1] + [l for l in lines[1:] if int(l.split(",", 1)[0]) <= step]
+                atomic_write(self.csv, lambda tmp: Path(tmp).write_text("".join(keep)))
         if self.tensorboard_dir:
             try:
                 from torch.utils.tensorboard import SummaryWriter

@@ -325,7 +325,8 @@ def test_tensorboard_curves_of_killed_runs_have_no_repeats(data_root, tmp_path):
     assert train(dcgan, data_root, "--epochs", "1", "--tensorboard") == 0
     dead_run([9, 10, 11])  # that run's second epoch, killed after step 11: its checkpoint is step 8
     assert train(dcgan, data_root, "--epochs", "2", "--tensorboard", "--resume") == 0
-    assert [s for s, _ in curve()] == list(range(1, 17)) and 99.0 not in [v for _, v in curve()]
+    steps, values = zip(*curve())
+    assert list(steps) == list(range(1, 17)) and 99.0 not in values
 
 
 def test_tensorboard_missing_is_one_line(data_root, capsys, monkeypatch):
