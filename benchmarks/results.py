@@ -172,7 +172,7 @@ def seed_spread(db):
     for (arch, dataset, epochs), rs in sorted(groups.items()):
         if len(rs) > 1:
             fids = [r["fid"] for r in sorted(rs, key=lambda r: r["seed"])]
-            out.append(f"{arch} {dataset}: FID {', '.join(f'{f:.1f}' for f in fids)} (mean {np.mean(fids):.1f}, "
+            out.append(f"{PAPERS[arch]} on {dataset}: FID {', '.join(f'{f:.1f}' for f in fids)} (mean {np.mean(fids):.1f}, "
                        f"range {max(fids) - min(fids):.1f})")
     return out
 
