@@ -160,7 +160,7 @@ def table_md(db, link="docs/"):
                 f"{d} {f['fid']:.2f}" for d, f in db["floors"].items()) + ".\n")
     spread = seed_spread(db)
     if spread:
-        out += "\nHow much one run moves (the same command, seeds 0, 1, 2): " + "; ".join(spread) + ".\n"
+        out += "\nHow much one run moves (the same command with other seeds): " + "; ".join(spread) + ".\n"
     return out
 
 
@@ -169,10 +169,13 @@ def seed_spread(db):
     for r in db["rows"]:
         groups.setdefault((r["arch"], r["dataset"], r["epochs"]), []).append(r)
     out = []
-    for (arch, dataset, epochs), rs in sorted(groups.items()):
+    in_table_order = sorted(groups.items(), key=lambda g: (list(EPOCHS).index(g[0][1]), list(PAPERS).index(g[0][0])))
+    for (arch, dataset, epochs), rs in in_table_order:
         if len(rs) > 1:
-            fids = [r["fid"] for r in sorted(rs, key=lambda r: r["seed"])]
-            out.append(f"{PAPERS[arch]} on {dataset}: FID {', '.join(f'{f:.1f}' for f in fids)} (mean {np.mean(fids):.1f}, "
+            rs = sorted(rs, key=lambda r: r["seed"])
+            fids = [r["fid"] for r in rs]
+            seeds, values = ", ".join(str(r["seed"]) for r in rs), ", ".join(f"{f:.1f}" for f in fids)
+            out.append(f"{PAPERS[arch]} on {dataset}, seeds {seeds}: FID {values} (mean {np.mean(fids):.1f}, "
                        f"range {max(fids) - min(fids):.1f})")
     return out
 

@@ -113,7 +113,7 @@ def test_results_skip_finished_rows_and_write_the_readme_table_from_the_file(mon
     assert text.endswith("<!-- results:end -->\nafter\n")
     assert "| mnist | [DCGAN (2015)]" in text and "| 20.0 | 10.0 +- 1.0 | 10 min | 500 |" in text
     assert "| mnist | [WGAN (2017)]" in text and "old" not in text and "26.0 |" not in text
-    assert "DCGAN (2015) on mnist: FID 20.0, 26.0, 23.0 (mean 23.0, range 6.0)" in text
+    assert "DCGAN (2015) on mnist, seeds 0, 1, 2: FID 20.0, 26.0, 23.0 (mean 23.0, range 6.0)" in text
     assert "Test CPU" in text and "mnist 1.50" in text
 
 
