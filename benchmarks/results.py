@@ -139,16 +139,19 @@ def do_floor(dataset, args, db):
 
 
 # ------------------------------------------------------------------------------------------------------ figures
+def table_order(arch, dataset):
+    """The README's order: one block per dataset, the papers in the order they came out."""
+    return list(EPOCHS).index(dataset), list(PAPERS).index(arch)
+
+
 def table_md(db, link="docs/"):
-    """The README's table: one block per dataset, the papers in the order they came out; seeds other than 0 are
-    summarised below it (their spread), not listed."""
+    """The README's table, in table_order; seeds other than 0 are summarised below it (their spread), not listed."""
     rows = [r for r in db["rows"] if r["seed"] == 0]
     if not rows:
         return "(no results yet: `python benchmarks/results.py table`)\n"
     lines = ["| dataset | paper | epochs | G updates | FID | KID x 10^3 | train time | img/s | command |",
              "|---|---|---|---|---|---|---|---|---|"]
-    order = list(PAPERS)
-    for r in sorted(rows, key=lambda r: (list(EPOCHS).index(r["dataset"]), order.index(r["arch"]))):
+    for r in sorted(rows, key=lambda r: table_order(r["arch"], r["dataset"])):
         lines.append(f"| {r['dataset']} | [{PAPERS[r['arch']]}]({link}papers_{r['dataset'].replace('-', '_')}.png) "
                      f"| {r['epochs']} | {r['g_updates']} | {r['fid']:.1f} | {1000 * r['kid']:.1f} +- "
                      f"{1000 * r['kid_std']:.1f} | {r['train_seconds'] / 60:.0f} min | {r['img_s']:.0f} | "
@@ -169,8 +172,7 @@ def seed_spread(db):
     for r in db["rows"]:
         groups.setdefault((r["arch"], r["dataset"], r["epochs"]), []).append(r)
     out = []
-    in_table_order = sorted(groups.items(), key=lambda g: (list(EPOCHS).index(g[0][1]), list(PAPERS).index(g[0][0])))
-    for (arch, dataset, epochs), rs in in_table_order:
+    for (arch, dataset, epochs), rs in sorted(groups.items(), key=lambda g: table_order(*g[0][:2])):
         if len(rs) > 1:
             rs = sorted(rs, key=lambda r: r["seed"])
             fids = [r["fid"] for r in rs]
