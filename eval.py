@@ -296,9 +296,21 @@ def stats(f):
     return f.mean(0), np.cov(f, rowvar=False)
 
 
-def fid_from_stats(mu1, sigma1, mu2, sigma2):
-    from pytorch_fid.fid_score import calculate_frechet_distance
-    return float(calculate_frechet_distance(mu1, sigma1, mu2, sigma2))
+def fid_from_stats(mu1, sigma1, mu2, sigma2, eps=1e-6):
+    """The Frechet distance of two Gaussians (Heusel et al. 2017): |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2).
+    pytorch-fid's calculate_frechet_distance, step for step (the eps offset where S1 S2 is near singular, the real
+    part of the root), written out because pytorch-fid 0.3.0 passes sqrtm a `disp` that SciPy 1.18 removed."""
+    from scipy import linalg  # scipy comes with pytorch-fid
+    covmean = linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(len(sigma1)) * eps
+        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):  # rounding leaves tiny imaginary parts; a large one means broken statistics
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"FID: imaginary component {np.abs(covmean.imag).max()} in (S1 S2)^1/2")
+        covmean = covmean.real
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
 def kid(f1, f2, subsets=100, subset_size=1000, seed=0):

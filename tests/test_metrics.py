@@ -32,6 +32,21 @@ def test_fid_of_two_gaussians_is_the_closed_form():
     assert ev.fid_from_stats(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-6)
 
 
+def test_fid_is_pytorch_fids_and_runs_on_scipy_1_18(monkeypatch):
+    """The same figure as pytorch-fid's calculate_frechet_distance; and with sqrtm as SciPy 1.18 has it (no
+    `disp`, one return value), where pytorch-fid 0.3.0's own call raises TypeError (seen on a current install)."""
+    pytest.importorskip("pytorch_fid")
+    import scipy.linalg
+    from pytorch_fid.fid_score import calculate_frechet_distance
+    rng = np.random.default_rng(2)
+    f1, f2 = rng.normal(size=(300, 12)), rng.normal(0.3, 1.2, size=(300, 12))
+    a, b = ev.stats(f1), ev.stats(f2)
+    expected = calculate_frechet_distance(*a, *b)
+    real_sqrtm = scipy.linalg.sqrtm
+    monkeypatch.setattr(scipy.linalg, "sqrtm", lambda A: real_sqrtm(A))
+    assert ev.fid_from_stats(*a, *b) == pytest.approx(expected, rel=1e-9)
+
+
 def test_kid_is_the_unbiased_estimator():
     rng = np.random.default_rng(2)
     x, y = rng.normal(size=(5, 3)), rng.normal(0.5, 1, size=(5, 3))
