@@ -18,7 +18,6 @@ The FID Inception weights come from torch.hub's cache ($TORCH_HOME/hub/checkpoin
 import argparse
 import json
 import platform
-import shutil
 import signal
 import subprocess
 import sys
@@ -102,11 +101,21 @@ def do_row(arch, dataset, seed, args, db):
            "command": command(arch, dataset, epochs, seed), "date": str(date.today())}
     db["rows"] = [r for r in db["rows"] if (r["arch"], r["dataset"], r["epochs"], r["seed"]) != key] + [row]
     save_db(db)
-    gif = HERE / "results" / run_name(arch, dataset, seed) / "progress.gif"
-    if seed == 0 and gif.exists():  # the README's progress GIFs: this row's run, epoch by epoch
-        shutil.copyfile(gif, DOCS / f"{run_name(arch, dataset, seed)}_progress.gif")
+    if seed == 0:  # the README's progress GIFs: this row's run, epoch by epoch
+        docs_gif(run_name(arch, dataset, seed))
     print(f"row: {arch} {dataset} {epochs} epochs seed {seed}: FID {row['fid']:.2f}, KID {row['kid']:.4f}, "
           f"{row['train_seconds'] / 60:.1f} min", flush=True)
+
+
+def docs_gif(run, frames=6):
+    """docs/<run>_progress.gif: the run's epoch grids, at most `frames` of them (the first, every k-th, the last), so
+    that a 25-epoch CIFAR-10 GIF stays small (every epoch's RGB grid made 4.3 MB)."""
+    pngs = sorted((HERE / "results" / run).glob("epoch_*.png"))
+    if not pngs:
+        return
+    k = -(-len(pngs) // (frames - 1)) if len(pngs) > frames else 1
+    keep = sorted({0, *range(k - 1, len(pngs), k), len(pngs) - 1})
+    common.save_gif([pngs[i] for i in keep], DOCS / f"{run}_progress.gif")
 
 
 def do_curve(arch, dataset, args, db):

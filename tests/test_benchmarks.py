@@ -117,6 +117,25 @@ def test_results_skip_finished_rows_and_write_the_readme_table_from_the_file(mon
     assert "Test CPU" in text and "mnist 1.50" in text
 
 
+def test_the_docs_gif_keeps_at_most_six_epochs_first_and_last_among_them(monkeypatch, tmp_path):
+    """A 25-epoch run's GIF in docs/ holds epochs 1, 5, 10, 15, 20 and 25 (every epoch's RGB grid made 4.3 MB);
+    a 5-epoch run's holds all five."""
+    from PIL import Image
+    results = load_results(monkeypatch, tmp_path)
+    for run, epochs in (("long", 25), ("short", 5)):
+        (tmp_path / "results" / run).mkdir(parents=True)
+        for e in range(1, epochs + 1):  # epoch e's grid is one grey level, 10 * e
+            Image.new("L", (8, 8), 10 * e).save(tmp_path / "results" / run / f"epoch_{e:03d}.png")
+        results.docs_gif(run)
+    for run, expected in (("long", [1, 5, 10, 15, 20, 25]), ("short", [1, 2, 3, 4, 5])):
+        gif = Image.open(tmp_path / "docs" / f"{run}_progress.gif")
+        levels = []
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            levels.append(gif.convert("L").getpixel((0, 0)))
+        assert levels == [10 * e for e in expected]
+
+
 def test_results_terminated_takes_its_training_run_with_it(tmp_path):
     """`kill <pid of results.py>` stops the training script it started too, rather than leaving it running beside
     whatever is started next (the script here stands in for a training run: it writes its pid and sleeps)."""
