@@ -472,8 +472,9 @@ def save_grid(images, path, nrow=8, row_labels=None, title=None):
 
 
 def save_gif(frames, path, ms=500):
+    """frames: image files or PIL images."""
     from PIL import Image
-    imgs = [Image.open(f).convert("RGB") for f in frames]
+    imgs = [(f if isinstance(f, Image.Image) else Image.open(f)).convert("RGB") for f in frames]
     if imgs:
         imgs = [im.resize(imgs[-1].size) for im in imgs]
         atomic_write(path, lambda tmp: imgs[0].save(tmp, format="GIF", save_all=True, append_images=imgs[1:],

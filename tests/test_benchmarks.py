@@ -136,6 +136,21 @@ def test_the_docs_gif_keeps_at_most_six_epochs_first_and_last_among_them(monkeyp
         assert levels == [10 * e for e in expected]
 
 
+def test_the_cifar10_docs_gif_keeps_the_label_and_the_grids_top_half(monkeypatch, tmp_path):
+    """A grid is its label band over a square grid; top_half keeps the band and the grid's top half."""
+    from PIL import Image
+    results = load_results(monkeypatch, tmp_path)
+    (tmp_path / "results" / "rgb").mkdir(parents=True)
+    grid = Image.new("RGB", (40, 50), "white")  # a 10 px label band over a 40 x 40 grid
+    grid.paste((255, 0, 0), (0, 10, 40, 30))  # the top half of the grid red, the bottom half blue
+    grid.paste((0, 0, 255), (0, 30, 40, 50))
+    grid.save(tmp_path / "results" / "rgb" / "epoch_001.png")
+    results.docs_gif("rgb", top_half=True)
+    gif = Image.open(tmp_path / "docs" / "rgb_progress.gif").convert("RGB")
+    assert gif.size == (40, 30)
+    assert gif.getpixel((0, 0)) == (255, 255, 255) and gif.getpixel((20, 29)) == (255, 0, 0)
+
+
 def test_results_terminated_takes_its_training_run_with_it(tmp_path):
     """`kill <pid of results.py>` stops the training script it started too, rather than leaving it running beside
     whatever is started next (the script here stands in for a training run: it writes its pid and sleeps)."""
