@@ -225,6 +225,7 @@ def side_by_side(dataset, db, args):
 def curves_figure(dataset, db):
     """docs/fid_minutes_<dataset>.png from the curve points in docs/results.json (no training needed)."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import ScalarFormatter
     pts = [c for c in db["curves"] if c["dataset"] == dataset]
     if not pts:
         return
@@ -238,6 +239,8 @@ def curves_figure(dataset, db):
                 ax.plot([mine[-1][0]], [LUCIC_FASHION[arch]], marker="*", ms=12, color=line.get_color(), ls="none")
     ax.plot([], [], marker="*", ms=12, color="grey", ls="none", label="Lucic et al. 2018, best of a search (20 epochs)")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())  # 30, 40, 60, 100, 200 rather than 3 x 10^1 ...
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax.set(xlabel="training wall time (minutes, 2 CPU cores)", ylabel="FID (N = 2000, against the test split)",
            title=f"{dataset}: FID after epochs {CURVE_EPOCHS[0]}-{CURVE_EPOCHS[-1]}, each paper at its defaults")
     ax.grid(alpha=0.3, which="both")
