@@ -240,7 +240,7 @@ def curves_figure(dataset, db):
                 ax.plot([mine[-1][0]], [LUCIC_FASHION[arch]], marker="*", ms=12, color=line.get_color(), ls="none")
     ax.plot([], [], marker="*", ms=12, color="grey", ls="none", label="Lucic et al. 2018, best of a search (20 epochs)")
     ax.set_yscale("log")
-    ax.set_ylim(bottom=min(c["fid"] for c in pts) // 10 * 10)  # a labelled tick below the lowest point
+    ax.set_ylim(bottom=min(c["fid"] for c in pts) // 10 * 10 or None)  # a labelled tick below the lowest point
     ax.yaxis.set_major_formatter(ScalarFormatter())  # 30, 40, 60, 100, 200 rather than 3 x 10^1 ...
     ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax.set(xlabel="training wall time (minutes, 2 CPU cores)", ylabel="FID (N = 2000, against the test split)",

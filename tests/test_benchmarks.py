@@ -182,3 +182,18 @@ def test_results_terminated_takes_its_training_run_with_it(tmp_path):
         pytest.fail("results.py was terminated but its training run went on")
     err = (tmp_path / "stderr.txt").read_text()
     assert parent.returncode == 1 and "results.py: terminated" in err and "Traceback" not in err
+
+
+def test_the_fid_minutes_figure_draws_partial_curves_and_fids_under_ten(monkeypatch, tmp_path):
+    """The FID-vs-minutes figure is drawn from results.json's points alone, for a finished curve, a partial one and
+    FIDs below 10 (where a log axis must not be asked to start at 0), without a warning."""
+    import warnings
+    results = load_results(monkeypatch, tmp_path)
+    full = [{"arch": "dcgan", "dataset": "fashion-mnist", "epoch": e, "fid": 150 / e, "train_seconds": 60 * e}
+            for e in results.CURVE_EPOCHS]
+    partial = [{"arch": "wgan", "dataset": "fashion-mnist", "epoch": 1, "fid": 150.0, "train_seconds": 50}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        results.curves_figure("fashion-mnist", {"curves": full + partial})
+    assert (tmp_path / "docs" / "fid_minutes_fashion_mnist.png").stat().st_size > 10000
+    assert min(c["fid"] for c in full) < 10
