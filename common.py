@@ -171,13 +171,15 @@ def world():
 
 
 def device_name(device):
-    """What a result was measured on, e.g. 'cuda: NVIDIA H100 80GB HBM3' or 'cpu: AMD EPYC (2 threads)'."""
+    """What a result was measured on, e.g. 'cuda: NVIDIA H100 80GB HBM3' or 'cpu: AMD EPYC (2 threads, AVX512)'. A
+    CPU's vector instructions are named because a cloud CPU's name may not tell its generation: two 'AMD EPYC' with
+    AVX2 and AVX-512 differ in speed and, as their kernels sum in another order, in where a GAN's training goes."""
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
     if device.type == "mps":
         return "mps: Apple GPU"
     model = _cpuinfo("model name")
-    return f"cpu: {model or 'unknown'} ({torch.get_num_threads()} threads)"
+    return f"cpu: {model or 'unknown'} ({torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()})"
 
 
 def _cpuinfo(field):

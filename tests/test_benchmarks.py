@@ -12,6 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
+import common
+
 ROOT = Path(__file__).resolve().parent.parent
 SPEED = ROOT / "benchmarks" / "speed.py"
 RESULTS = ROOT / "benchmarks" / "results.py"
@@ -182,6 +184,33 @@ def test_results_terminated_takes_its_training_run_with_it(tmp_path):
         pytest.fail("results.py was terminated but its training run went on")
     err = (tmp_path / "stderr.txt").read_text()
     assert parent.returncode == 1 and "results.py: terminated" in err and "Traceback" not in err
+
+
+def test_results_refuse_to_train_on_another_machine_than_the_tables(tmp_path):
+    """A row or curve point trained on another CPU would sit in the table as if comparable (its minutes and its FID
+    both move with the CPU model): results.py says so in one line and trains nothing; on the table's own machine it
+    goes on."""
+    (tmp_path / "fake.py").write_text("import pathlib; pathlib.Path('trained').write_text('')\n")
+    harness = ("import importlib.util, pathlib, sys\n"
+               f"spec = importlib.util.spec_from_file_location('results', {str(RESULTS)!r})\n"
+               "results = importlib.util.module_from_spec(spec); spec.loader.exec_module(results)\n"
+               f"results.HERE = results.DOCS = pathlib.Path({str(tmp_path)!r})\n"
+               "results.DB = results.HERE / 'results.json'\n"
+               "results.measure = lambda *a, **k: sys.exit('measured')\n"
+               "sys.argv = ['results.py', 'table', '--only', 'fake:mnist', '--device', 'cpu']\n"
+               "results.common.cli(results.main)\n")  # as `python benchmarks/results.py ...` runs it
+    other = {"rows": [{**row("dcgan", 0, 20.0), "device": "cpu: Another CPU (2 threads, AVX512)"}]}
+    (tmp_path / "results.json").write_text(json.dumps(other))
+    before = (tmp_path / "results.json").read_text()
+    out = subprocess.run([sys.executable, "-c", harness], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert "come from cpu: Another CPU (2 threads, AVX512), this is cpu: " in out.stderr
+    assert not (tmp_path / "trained").exists() and (tmp_path / "results.json").read_text() == before
+
+    here = common.device_name(common.get_device("cpu"))
+    (tmp_path / "results.json").write_text(json.dumps({"rows": [{**row("dcgan", 0, 20.0), "device": here}]}))
+    out = subprocess.run([sys.executable, "-c", harness], cwd=tmp_path, capture_output=True, text=True)
+    assert (tmp_path / "trained").exists() and "measured" in out.stderr, out.stderr
 
 
 def test_the_fid_minutes_figure_draws_partial_curves_and_fids_under_ten(monkeypatch, tmp_path):
