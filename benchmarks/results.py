@@ -255,7 +255,7 @@ def curves_figure(dataset, db):
     ax.set_ylim(bottom=min(c["fid"] for c in pts) // 10 * 10 or None)  # a labelled tick below the lowest point
     ax.yaxis.set_major_formatter(ScalarFormatter())  # 30, 40, 60, 100, 200 rather than 3 x 10^1 ...
     ax.yaxis.set_minor_formatter(ScalarFormatter())
-    ax.set(xlabel="training wall time (minutes, 2 CPU cores)", ylabel="FID (N = 2000, against the test split)",
+    ax.set(xlabel=f"training wall time (minutes on {' and '.join(sorted({c['device'] for c in pts}))})", ylabel="FID (N = 2000, against the test split)",
            title=f"{dataset}: FID after epochs {CURVE_EPOCHS[0]}-{CURVE_EPOCHS[-1]}, each paper at its defaults")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)

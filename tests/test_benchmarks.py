@@ -218,9 +218,9 @@ def test_the_fid_minutes_figure_draws_partial_curves_and_fids_under_ten(monkeypa
     FIDs below 10 (where a log axis must not be asked to start at 0), without a warning."""
     import warnings
     results = load_results(monkeypatch, tmp_path)
-    full = [{"arch": "dcgan", "dataset": "fashion-mnist", "epoch": e, "fid": 150 / e, "train_seconds": 60 * e}
-            for e in results.CURVE_EPOCHS]
-    partial = [{"arch": "wgan", "dataset": "fashion-mnist", "epoch": 1, "fid": 150.0, "train_seconds": 50}]
+    full = [{"arch": "dcgan", "dataset": "fashion-mnist", "epoch": e, "fid": 150 / e, "train_seconds": 60 * e,
+             "device": "cpu: Test CPU (2 threads, AVX512)"} for e in results.CURVE_EPOCHS]
+    partial = [{**full[0], "arch": "wgan", "fid": 150.0, "train_seconds": 50}]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         results.curves_figure("fashion-mnist", {"curves": full + partial})
