@@ -85,7 +85,7 @@ def check_machine(db, args):
     here, theirs = common.device_name(common.get_device(args.device)), {r["device"] for r in db["rows"] + db["curves"]}
     if theirs and here not in theirs:
         raise common.UserError(f"docs/results.json's results come from {' and '.join(sorted(theirs))}, this is {here}: "
-                               "its results would not compare with them (run on that machine, or move "
+                               "a result trained here would not compare with them (run on that machine, or move "
                                "docs/results.json aside to start this machine's own)", 2)
 
 
@@ -255,7 +255,8 @@ def curves_figure(dataset, db):
     ax.set_ylim(bottom=min(c["fid"] for c in pts) // 10 * 10 or None)  # a labelled tick below the lowest point
     ax.yaxis.set_major_formatter(ScalarFormatter())  # 30, 40, 60, 100, 200 rather than 3 x 10^1 ...
     ax.yaxis.set_minor_formatter(ScalarFormatter())
-    ax.set(xlabel=f"training wall time (minutes on {' and '.join(sorted({c['device'] for c in pts}))})", ylabel="FID (N = 2000, against the test split)",
+    machines = " and ".join(sorted({c["device"] for c in pts}))
+    ax.set(xlabel=f"training wall time (minutes on {machines})", ylabel="FID (N = 2000, against the test split)",
            title=f"{dataset}: FID after epochs {CURVE_EPOCHS[0]}-{CURVE_EPOCHS[-1]}, each paper at its defaults")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
