@@ -442,7 +442,8 @@ def print_table(rows):
         print(f"{r['checkpoint'][-44:]:<44} {r['epoch']:>5} {r['n']:>6} {fid_s:>8} {kid_s:>17} {is_s:>13} "
               f"{r['seconds']:>8.0f}")
     if "ref" in rows[0]:
-        print(f"reference: {rows[0]['ref']} ({rows[0]['ref_n'] or 'precomputed mu/sigma'} images)")
+        n = rows[0]["ref_n"]
+        print(f"reference: {rows[0]['ref']} ({f'{n} images' if n else 'precomputed mu and sigma'})")
     print(f"features: {rows[0]['feature_extractor']}")
 
 

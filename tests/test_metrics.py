@@ -127,7 +127,9 @@ def test_npz_reference_gives_fid_and_skips_kid(ckpts, tmp_path, monkeypatch, cap
     assert call(ev.main, ["--ckpt", ckpts[0], "--metrics", "fid,kid", "--n", "20", "--ref", "ref.npz",
                           "--json", "m.json"]) == 0
     row = json.loads((tmp_path / "m.json").read_text())[0]
-    assert row["fid"] > 0 and "kid" not in row and "KID skipped" in capsys.readouterr().err
+    out = capsys.readouterr()
+    assert row["fid"] > 0 and "kid" not in row and "KID skipped" in out.err
+    assert "reference: ref.npz (precomputed mu and sigma)" in out.out
     np.savez(tmp_path / "bad.npz", x=f)
     assert call(ev.main, ["--ckpt", ckpts[0], "--metrics", "fid", "--n", "20", "--ref", "bad.npz"]) == 2
 
