@@ -103,7 +103,8 @@ def arg_parser(doc, *, lr, batch_size, d_steps, latent_dim=100, epochs=25):
     p.add_argument("--tensorboard", action="store_true", help="also log to <out>/runs/<name> (needs tensorboard)")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes (decoding folders, streaming)")
     p.add_argument("--amp", action="store_true", help="G's and D's forward passes in bfloat16 (autocast): faster on "
-                   "CPUs with AVX-512 BF16 or AMX, slower on an H200 for these small networks; the losses stay float32")
+                   "CPUs with AVX-512 BF16 or AMX, 10-20x slower on an AVX2-only CPU, slower on an H200 for these "
+                   "small networks; the losses stay float32")
     return p
 
 
@@ -660,8 +661,8 @@ def check_run(args, device, world_size):
         raise UserError("--amp: bfloat16 autocast is not offered on Apple MPS here; run without --amp", 2)
     flags = _cpuinfo("flags")
     if args.amp and device.type == "cpu" and flags is not None and "bf16" not in flags:
-        print("warning: --amp: this CPU has no native bfloat16 (AVX-512 BF16 or AMX): expect it to be slower, "
-              "not faster", file=sys.stderr)
+        print("warning: --amp: this CPU has no native bfloat16 (AVX-512 BF16 or AMX): expect it to be many times "
+              "slower (10-20x on an AVX2-only CPU), not faster", file=sys.stderr)
     if args.batch_size % world_size:
         fit = args.batch_size // world_size * world_size or world_size
         raise UserError(f"--batch-size {args.batch_size} is the global batch: it must split evenly over the "
