@@ -64,12 +64,12 @@ def command(arch, dataset, epochs, seed):
     return f"python {arch}.py --dataset {dataset} --epochs {epochs}" + (f" --seed {seed}" if seed else "")
 
 
-def train(arch, dataset, epochs, seed, args):
+def train(arch, dataset, epochs, seed, args, db):
     """models/<run>/epoch_<epochs>.pt, trained (or resumed) with the script's own command line unless it exists."""
     name = run_name(arch, dataset, seed)
     ckpt = HERE / "models" / name / f"epoch_{epochs:03d}.pt"
     if not ckpt.exists():
-        check_machine(load_db(), args)
+        check_machine(db, args)
         resume = ["--resume"] if (HERE / "models" / name / "last.pt").exists() else []
         cmd = [sys.executable, f"{arch}.py", "--dataset", dataset, "--epochs", str(epochs), "--seed", str(seed),
                "--name", name, "--data-root", args.data_root, "--device", args.device, *resume]
@@ -102,7 +102,7 @@ def do_row(arch, dataset, seed, args, db):
     key = (arch, dataset, epochs, seed)
     if any((r["arch"], r["dataset"], r["epochs"], r["seed"]) == key for r in db["rows"]) and not args.force:
         return
-    ckpt = train(arch, dataset, epochs, seed, args)
+    ckpt = train(arch, dataset, epochs, seed, args, db)
     m = measure([ckpt], 10000, args)[0]
     ck = common.load_checkpoint(ckpt)
     d_steps = ck["args"].get("d_steps", 1)
@@ -141,7 +141,7 @@ def do_curve(arch, dataset, args, db):
     for epoch in CURVE_EPOCHS:
         if epoch in done and not args.force:
             continue
-        ckpt = train(arch, dataset, epoch, 0, args)  # resumes the same run: epoch_005.pt is the table's row
+        ckpt = train(arch, dataset, epoch, 0, args, db)  # resumes the same run: epoch_005.pt is the table's row
         m = measure([ckpt], 2000, args, kid=False)[0]
         ck = common.load_checkpoint(ckpt)
         db["curves"] = [c for c in db["curves"] if (c["arch"], c["dataset"], c["epoch"]) != (arch, dataset, epoch)]

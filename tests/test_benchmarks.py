@@ -153,19 +153,25 @@ def test_the_cifar10_docs_gif_keeps_the_label_and_the_grids_top_half(monkeypatch
     assert gif.getpixel((0, 0)) == (255, 255, 255) and gif.getpixel((20, 29)) == (255, 0, 0)
 
 
+def results_command(tmp_path, *argv, patch=""):
+    """`python benchmarks/results.py *argv` in a process of its own, its docs/ and models/ in tmp_path, where a
+    tmp_path/<arch>.py stands in for a training script; patch: a line run before main(), to replace a part."""
+    return [sys.executable, "-c", "import importlib.util, pathlib, sys\n"
+            f"spec = importlib.util.spec_from_file_location('results', {str(RESULTS)!r})\n"
+            "results = importlib.util.module_from_spec(spec); spec.loader.exec_module(results)\n"
+            f"results.HERE = results.DOCS = pathlib.Path({str(tmp_path)!r})\n"
+            f"results.DB = results.HERE / 'results.json'\n{patch}\n"
+            f"sys.argv = ['results.py', *{list(argv)!r}]\n"
+            "results.common.cli(results.main)\n"]  # as `python benchmarks/results.py ...` runs it
+
+
 def test_results_terminated_takes_its_training_run_with_it(tmp_path):
     """`kill <pid of results.py>` stops the training script it started too, rather than leaving it running beside
     whatever is started next (the script here stands in for a training run: it writes its pid and sleeps)."""
     (tmp_path / "fake.py").write_text("import os, pathlib, time\n"
                                       "pathlib.Path('child.pid').write_text(str(os.getpid()))\ntime.sleep(120)\n")
-    harness = ("import importlib.util, pathlib, sys\n"
-               f"spec = importlib.util.spec_from_file_location('results', {str(RESULTS)!r})\n"
-               "results = importlib.util.module_from_spec(spec); spec.loader.exec_module(results)\n"
-               f"results.HERE = results.DOCS = pathlib.Path({str(tmp_path)!r})\n"
-               "results.DB = results.HERE / 'results.json'\n"
-               "sys.argv = ['results.py', 'table', '--only', 'fake:mnist']\nresults.main()\n")
     with open(tmp_path / "stderr.txt", "w") as err:  # a file, not a pipe: a child left running would hold a pipe open
-        parent = subprocess.Popen([sys.executable, "-c", harness], cwd=tmp_path, stderr=err)
+        parent = subprocess.Popen(results_command(tmp_path, "table", "--only", "fake:mnist"), cwd=tmp_path, stderr=err)
     pid_file = tmp_path / "child.pid"
     for _ in range(600):
         if pid_file.exists() and pid_file.read_text() or parent.poll() is not None:
@@ -191,25 +197,19 @@ def test_results_refuse_to_train_on_another_machine_than_the_tables(tmp_path):
     both move with the CPU model): results.py says so in one line and trains nothing; on the table's own machine it
     goes on."""
     (tmp_path / "fake.py").write_text("import pathlib; pathlib.Path('trained').write_text('')\n")
-    harness = ("import importlib.util, pathlib, sys\n"
-               f"spec = importlib.util.spec_from_file_location('results', {str(RESULTS)!r})\n"
-               "results = importlib.util.module_from_spec(spec); spec.loader.exec_module(results)\n"
-               f"results.HERE = results.DOCS = pathlib.Path({str(tmp_path)!r})\n"
-               "results.DB = results.HERE / 'results.json'\n"
-               "results.measure = lambda *a, **k: sys.exit('measured')\n"
-               "sys.argv = ['results.py', 'table', '--only', 'fake:mnist', '--device', 'cpu']\n"
-               "results.common.cli(results.main)\n")  # as `python benchmarks/results.py ...` runs it
+    cmd = results_command(tmp_path, "table", "--only", "fake:mnist", "--device", "cpu",
+                          patch="results.measure = lambda *a, **k: sys.exit('measured')")
     other = {"rows": [{**row("dcgan", 0, 20.0), "device": "cpu: Another CPU (2 threads, AVX512)"}]}
     (tmp_path / "results.json").write_text(json.dumps(other))
     before = (tmp_path / "results.json").read_text()
-    out = subprocess.run([sys.executable, "-c", harness], cwd=tmp_path, capture_output=True, text=True)
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert "come from cpu: Another CPU (2 threads, AVX512), this is cpu: " in out.stderr
     assert not (tmp_path / "trained").exists() and (tmp_path / "results.json").read_text() == before
 
     here = common.device_name(common.get_device("cpu"))
     (tmp_path / "results.json").write_text(json.dumps({"rows": [{**row("dcgan", 0, 20.0), "device": here}]}))
-    out = subprocess.run([sys.executable, "-c", harness], cwd=tmp_path, capture_output=True, text=True)
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
     assert (tmp_path / "trained").exists() and "measured" in out.stderr, out.stderr
 
 
