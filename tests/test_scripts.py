@@ -46,18 +46,22 @@ def step(script, G, D, opt_G, opt_D, real, labels, args, seed, update_G=True):
     return script.train_step(G, D, opt_G, opt_D, real, labels, args, update_G)
 
 
-def scores(D, x, labels, seed=5):
-    """D's mean output (logit or critic score) on x, without a gradient; dropout masks fixed by the seed."""
+def outputs(D, x, labels, seed=5):
+    """D's outputs (B,) on x (logits or critic scores), without a gradient; dropout masks fixed by the seed."""
     torch.manual_seed(seed)
     with torch.no_grad():
-        return D(x, labels).mean().item()
+        return D(x, labels)
 
 
 # each paper's D loss on D's outputs (B,) for real and fake images, restated here from the papers rather than taken
 # from the scripts, so that a script whose D loss has the wrong sign, even as a whole, fails
+def bce(r, f):
+    return F.softplus(-r).mean() + F.softplus(f).mean()  # -log D(x) - log(1 - D(G(z))), D = sigmoid(logit)
+
+
 D_LOSS = {
-    "vanilla_gan": lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(),  # -log D(x) - log(1 - D(G(z)))
-    "dcgan": lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(),
+    "vanilla_gan": bce,
+    "dcgan": bce,
     "wgan": lambda r, f: f.mean() - r.mean(),  # -(E[D(x)] - E[D(G(z))])
     "wgan_gp": lambda r, f: f.mean() - r.mean(),  # the penalty's weight is set to 0 below (its own tests: test_wgan_gp)
     "lsgan": lambda r, f: 0.5 * ((r - 1) ** 2).mean() + 0.5 * (f ** 2).mean(),  # the 0-1 coding, (a, b) = (0, 1)
@@ -78,9 +82,7 @@ def test_the_discriminator_step_lowers_the_papers_D_loss(script, conditional):
         fake = G(torch.randn(16, 8), labels)  # the step's z
 
     def loss():
-        torch.manual_seed(5)
-        with torch.no_grad():
-            return D_LOSS[script.__name__](D(real, labels), D(fake, labels)).item()
+        return D_LOSS[script.__name__](outputs(D, real, labels), outputs(D, fake, labels)).item()
     before = loss()
     step(script, G, D, opt_G, opt_D, real, labels, args, seed=1)
     assert loss() < before
@@ -101,9 +103,9 @@ def test_the_generator_step_raises_D_of_G_z(script, conditional):
     torch.manual_seed(1)
     z, state = torch.randn(16, 8), copy.deepcopy(D.state_dict())  # the step's z
     with torch.no_grad():
-        before = scores(D, G0(z, labels), labels)
+        before = outputs(D, G0(z, labels), labels).mean()
         D.load_state_dict(state)
-        assert scores(D, G(z, labels), labels) > before
+        assert outputs(D, G(z, labels), labels).mean() > before
 
 
 class Rejecting(torch.nn.Module):
