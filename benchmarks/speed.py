@@ -6,7 +6,8 @@ Training, for each script at its paper's defaults (MNIST's 1x32x32 and the paper
     shared CPU runs a few steps faster than it keeps up). This is the ceiling.
   - FLOP per image, counted by torch.utils.flop_counter over one d_steps cycle (one step for the GANs), so the
     achieved GFLOP/s and its share of this machine's peak, measured in the same run by a matmul of up to 4096x4096
-    (float32 and bfloat16). Machines differ: nothing here is hard-coded.
+    (float32 and bfloat16; no bfloat16 peak, so no share for --amp rows, on a CPU that emulates it). Machines
+    differ: nothing here is hard-coded.
   - the real script on real data (common.Run: batching, logging, progress bar, grids, checkpoints, GIF, plots):
     img/s over --script-epochs whole epochs, the share of its wall time spent outside train_step, that share in
     the last epoch alone, and the run's start-up.
@@ -370,9 +371,12 @@ def main():
     report = {"device": common.device_name(DEVICE), "torch": torch.__version__, "rows": [], "sweep": [],
               "bf16_native": "bf16" in (common._cpuinfo("flags") or "") if DEVICE.type == "cpu" else None}
     report["peak_gflops_fp32"] = peak_gflops(torch.float32)
-    report["peak_gflops_bf16"] = peak_gflops(torch.bfloat16)
+    # a CPU without bfloat16 instructions emulates it (an AVX2-only AMD EPYC: 0.5 GFLOP/s at 1024^2), so it has no
+    # bf16 peak to hold --amp rows against: their % peak is left out there ('-')
+    report["peak_gflops_bf16"] = None if report["bf16_native"] is False else peak_gflops(torch.bfloat16)
+    bf16 = "none: bf16 is emulated" if report["peak_gflops_bf16"] is None else f"{report['peak_gflops_bf16']:.0f} bf16"
     print(f"{report['device']}, torch {torch.__version__}; matmul peak: {report['peak_gflops_fp32']:.0f} GFLOP/s "
-          f"fp32, {report['peak_gflops_bf16']:.0f} bf16 (native bf16: {report['bf16_native']})", flush=True)
+          f"fp32, {bf16}", flush=True)
     print(f"{'config':<17} {'variant':<11} {'MFLOP/img':>9} {'bare img/s':>10} {'GFLOP/s':>8} {'% peak':>6} "
           f"{'script img/s':>12} {'vs bare':>7} {'outside':>7} {'last ep':>8} {'start':>6}", flush=True)
     only = args.only.split(",")
@@ -387,7 +391,7 @@ def main():
                 warm = sum(BareRun.times[:args.warmup])  # with torch.compile: the compile
                 peak = report["peak_gflops_bf16" if var["amp"] else "peak_gflops_fp32"]
                 row = {"config": name, "variant": v, "flop_per_image": flop, "bare_img_s": rate, "warmup_s": warm,
-                       "gflop_s": flop * rate / 1e9, "share_of_peak": flop * rate / 1e9 / peak}
+                       "gflop_s": flop * rate / 1e9, "share_of_peak": peak and flop * rate / 1e9 / peak}
                 if not args.no_script and size == 32 and v in args.script_variants.split(",") and not var.get(
                         "compile"):
                     row.update(real_script(script, "mnist", var, args.data_root, out, args.script_epochs))
@@ -400,7 +404,7 @@ def main():
                      f"{row['startup_s']:>6.1f}"
                      if "script_img_s" in row else f"{'-':>12} {'-':>7} {'-':>7} {'-':>8} {'-':>6}")
                 print(f"{name:<17} {v:<11} {flop / 1e6:>9.1f} {rate:>10.0f} {row['gflop_s']:>8.1f} "
-                      f"{row['share_of_peak']:>6.0%} {s}"
+                      f"{percent(row['share_of_peak'], 6)} {s}"
                       + (f"   (first {args.warmup} steps, the compile: {warm:.0f} s)" if var.get("compile") else ""),
                       flush=True)
             if args.sweep:
@@ -414,7 +418,8 @@ def main():
             peak = report["peak_gflops_bf16" if variants[row["variant"]]["amp"] else "peak_gflops_fp32"]
             print(f"{row['config']:<17} {row['variant']:<11} "
                   + " ".join(f"{row['breakdown'][k]:>11.1%}" for k in KINDS)
-                  + f" {row['conv_matmul_gflop_s']:>8.1f} {row['conv_matmul_gflop_s'] / peak:>6.0%}", flush=True)
+                  + f" {row['conv_matmul_gflop_s']:>8.1f} {percent(peak and row['conv_matmul_gflop_s'] / peak, 6)}",
+                  flush=True)
     if args.eval:
         report["eval"] = e = eval_speed(args.inception.split(","), args.eval_batch_size)
         print(f"eval.py: generator {e['generator_img_s']:.0f} img/s; FID Inception, batch {e['inception_batch']}:")

@@ -71,6 +71,24 @@ def test_speed_benchmark_runs_and_its_breakdown_adds_up(tmp_path):
     assert "where the bare loops' time goes" in r.stdout
 
 
+def test_speed_benchmark_holds_amp_against_a_bf16_peak_only_where_the_cpu_has_bf16(tmp_path):
+    """A CPU without bfloat16 instructions emulates it, many times slower than float32: a 'peak' measured there is
+    no peak, so --amp rows get no share of it; float32 rows always do."""
+    out = tmp_path / "speed.json"
+    r = subprocess.run([sys.executable, str(SPEED), "--only", "vanilla_gan", "--variants", "fp32-cl,amp-cl",
+                        "--no-script", "--warmup", "1", "--steps", "2", "--seconds", "0.01", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    fp32, amp = report["rows"]
+    assert fp32["share_of_peak"] > 0 and report["peak_gflops_fp32"] > 0
+    if report["bf16_native"] is False:
+        assert report["peak_gflops_bf16"] is None and amp["share_of_peak"] is None
+        assert "bf16 is emulated" in r.stdout
+    else:
+        assert report["peak_gflops_bf16"] > 0 and amp["share_of_peak"] > 0
+
+
 def test_speed_benchmark_refuses_what_it_cannot_measure(tmp_path):
     """One line and exit 2: no CUDA here (or, on a GPU machine, --breakdown is CPU only)."""
     r = subprocess.run([sys.executable, str(SPEED), "--device", "cuda", "--breakdown"], capture_output=True,
