@@ -244,3 +244,32 @@ def test_the_fid_minutes_figure_draws_partial_curves_and_fids_under_ten(monkeypa
         results.curves_figure("fashion-mnist", {"curves": full + partial})
     assert (tmp_path / "docs" / "fid_minutes_fashion_mnist.png").stat().st_size > 10000
     assert min(c["fid"] for c in full) < 10
+
+
+def test_the_speckle_study_changes_what_each_candidate_names_and_nothing_else(monkeypatch):
+    """benchmarks/mlp_gan_speckle.py swaps vanilla_gan's networks in its process: each candidate's G and D, as
+    vanilla_gan.main would build them, are the shipped ones but for the candidate's change, and train a step."""
+    import torch
+    import dcgan
+    import vanilla_gan
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    spec = importlib.util.spec_from_file_location("mlp_gan_speckle", ROOT / "benchmarks" / "mlp_gan_speckle.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    shipped = vanilla_gan.Generator, vanilla_gan.Discriminator
+    for name in ("Generator", "Discriminator"):
+        monkeypatch.setattr(vanilla_gan, name, getattr(vanilla_gan, name))  # put back after the test
+    dropouts = {"no_input_dropout": [0.0, 0.5, 0.5], "no_dropout": [0.0, 0.0, 0.0], "conv_d": []}
+    for cand in study.CANDIDATES:
+        vanilla_gan.Generator, vanilla_gan.Discriminator = shipped
+        study.patch(cand)
+        torch.manual_seed(0)
+        G = vanilla_gan.Generator(latent_dim=8, channels=1, image_size=32, n_classes=0, width=10)
+        D = vanilla_gan.Discriminator(channels=1, image_size=32, n_classes=0, width=10)
+        assert type(G) is (dcgan.Generator if cand == "conv_g" else shipped[0]), cand
+        assert isinstance(D, dcgan.Discriminator if cand == "conv_d" else shipped[1]), cand
+        assert [m.p for m in D.modules() if isinstance(m, torch.nn.Dropout)] == dropouts.get(cand, [0.2, 0.5, 0.5])
+        args = vanilla_gan.parse_args(["--latent-dim", "8", *study.CANDIDATES[cand]])
+        opts = [torch.optim.Adam(net.parameters(), lr=args.lr) for net in (G, D)]
+        stats = vanilla_gan.train_step(G, D, *opts, torch.rand(4, 1, 32, 32) * 2 - 1, None, args, True)
+        assert torch.isfinite(stats["loss/d"]) and torch.isfinite(stats["loss/g"]), cand
