@@ -53,12 +53,12 @@ def outputs(D, x, labels, seed=5):
         return D(x, labels)
 
 
-# each paper's D loss on D's outputs (B,) for real and fake images, restated here from the papers rather than taken
-# from the scripts, so that a script whose D loss has the wrong sign, even as a whole, fails
 def bce(r, f):
     return F.softplus(-r).mean() + F.softplus(f).mean()  # -log D(x) - log(1 - D(G(z))), D = sigmoid(logit)
 
 
+# each paper's D loss on D's outputs (B,) for real and fake images, restated here from the papers rather than taken
+# from the scripts, so that a script whose D loss has the wrong sign, even as a whole, fails
 D_LOSS = {
     "vanilla_gan": bce,
     "dcgan": bce,
