@@ -56,16 +56,18 @@ def patch(name):
 
 
 def figure(rows, out, cells_rows=2):
-    """Each candidate's last epoch grid, its first `cells_rows` rows of 8, one candidate under another."""
+    """Each candidate's last epoch grid, its first `cells_rows` rows of 8, two candidates a row."""
     from matplotlib.figure import Figure
     from PIL import Image
-    fig = Figure(figsize=(8, 1.25 * len(rows)))
-    for ax, r in zip(fig.subplots(len(rows), 1, squeeze=False)[:, 0], rows):
+    fig = Figure(figsize=(8, 1.35 * -(-len(rows) // 2)))
+    axes = fig.subplots(-(-len(rows) // 2), 2, squeeze=False).flatten()
+    for ax in axes:
+        ax.axis("off")
+    for ax, r in zip(axes, rows):
         grid = Image.open(r["grid"])
         top = grid.height - grid.width  # the epoch label above the square grid
         ax.imshow(grid.crop((0, top, grid.width, top + grid.width * cells_rows // 8)), cmap="gray")
         ax.set_title(f"{r['candidate']}: FID {r['fid']:.1f}", fontsize=9, loc="left")
-        ax.axis("off")
     fig.tight_layout()
     common.atomic_write(Path(out), lambda t: fig.savefig(t, dpi=100, format="png"))
 
