@@ -84,23 +84,21 @@ def main():
     p.add_argument("--figure", default=None, help="the grids' figure (default: <out>/speckle.png)")
     p.add_argument("--json", default=None)
     p.add_argument("--train", default=None, help=argparse.SUPPRESS)  # one candidate's run, in a subprocess
-    argv = sys.argv[1:]
-    script_argv = argv[argv.index("--") + 1:] if "--" in argv else []
-    args = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
-    if args.train:
+    args = p.parse_args()
+    if args.train:  # a killed run goes on from its last checkpoint
+        resume = ["--resume"] if (Path(args.out) / "models" / args.train / "last.pt").exists() else []
         patch(args.train)
-        return vanilla_gan.main(script_argv)
+        return vanilla_gan.main(["--dataset", "fashion-mnist", "--epochs", str(args.epochs), "--data-root",
+                                 args.data_root, "--out", args.out, "--name", args.train, *CANDIDATES[args.train],
+                                 *resume])
     cands = args.candidates.split(",")
     if set(cands) - set(CANDIDATES):
         p.error(f"--candidates: unknown {', '.join(sorted(set(cands) - set(CANDIDATES)))}")
     rows, out = [], Path(args.out)
     for cand in cands:
         ckpt = out / "models" / cand / f"epoch_{args.epochs:03d}.pt"
-        if not ckpt.exists():  # a killed run goes on from its last checkpoint
-            resume = ["--resume"] if (out / "models" / cand / "last.pt").exists() else []
-            rc = subprocess.run([sys.executable, __file__, "--train", cand, "--", "--dataset", "fashion-mnist",
-                                 "--epochs", str(args.epochs), "--data-root", args.data_root, "--out", args.out,
-                                 "--name", cand, *CANDIDATES[cand], *resume]).returncode
+        if not ckpt.exists():  # trained in a process of its own, with this one's arguments
+            rc = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--train", cand]).returncode
             if rc:  # its own error line is above
                 raise common.UserError(f"{cand}: its training run stopped (exit {rc}); finished candidates are kept")
         originals = vanilla_gan.Generator, vanilla_gan.Discriminator
