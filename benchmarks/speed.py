@@ -360,7 +360,7 @@ def main():
     chosen = [v.strip() for v in args.variants.split(",")]
     print(f"scripts from {HERE}", flush=True)
     report = {"device": common.device_name(DEVICE), "torch": torch.__version__, "rows": [], "sweep": [],
-              "bf16_native": "bf16" in (common._cpuinfo("flags") or "") if DEVICE.type == "cpu" else None}
+              "bf16_native": common.cpu_bf16() if DEVICE.type == "cpu" else None}
     report["peak_gflops_fp32"] = peak_gflops(torch.float32)
     # a CPU without bfloat16 instructions emulates it (an AVX2-only AMD EPYC: 0.5 GFLOP/s at 1024^2), so it has no
     # bf16 peak to hold --amp rows against: their % peak is left out there ('-')

@@ -163,3 +163,12 @@ def test_amp_is_refused_on_mps_in_one_line():
     G, D = dcgan.Generator(latent_dim=100, channels=1, image_size=32), dcgan.Discriminator(channels=1, image_size=32)
     with pytest.raises(common.UserError, match="--amp.*MPS"):
         common.Run(args, data, G, D, None, None, {}, torch.device("mps"))
+
+
+@pytest.mark.parametrize("flags", ["fpu avx2 fma", "fpu avx512f avx512_bf16", None])
+def test_amp_warns_only_on_a_cpu_that_emulates_bfloat16(flags, monkeypatch, capsys):
+    monkeypatch.setattr(common, "_cpuinfo", lambda field: flags)
+    common.check_run(dcgan.parse_args(["--amp"]), torch.device("cpu"), 1)
+    common.check_run(dcgan.parse_args([]), torch.device("cpu"), 1)
+    err = capsys.readouterr().err
+    assert ("no native bfloat16" in err) == (flags == "fpu avx2 fma") and err.count("\n") <= 1
