@@ -259,7 +259,8 @@ def test_the_speckle_study_changes_what_each_candidate_names_and_nothing_else(mo
     shipped = vanilla_gan.Generator, vanilla_gan.Discriminator
     for name in ("Generator", "Discriminator"):
         monkeypatch.setattr(vanilla_gan, name, getattr(vanilla_gan, name))  # put back after the test
-    dropouts = {"no_input_dropout": [0.0, 0.5, 0.5], "no_dropout": [0.0, 0.0, 0.0], "conv_d": []}
+    dropouts = {"no_input_dropout": [0.0, 0.5, 0.5], "no_dropout": [0.0, 0.0, 0.0], "deep_d": [0.2, 0.5, 0.5, 0.5],
+                "conv_d": []}
     for cand in study.CANDIDATES:
         vanilla_gan.Generator, vanilla_gan.Discriminator = shipped
         study.patch(cand)
@@ -269,6 +270,8 @@ def test_the_speckle_study_changes_what_each_candidate_names_and_nothing_else(mo
         assert type(G) is (dcgan.Generator if cand == "conv_g" else shipped[0]), cand
         assert isinstance(D, dcgan.Discriminator if cand == "conv_d" else shipped[1]), cand
         assert [m.p for m in D.modules() if isinstance(m, torch.nn.Dropout)] == dropouts.get(cand, [0.2, 0.5, 0.5])
+        maxouts = [m.linear.weight.shape for m in D.modules() if isinstance(m, vanilla_gan.Maxout)]
+        assert maxouts == {"conv_d": [], "deep_d": [(10, 32 * 32), (10, 2), (10, 2)]}.get(cand, [(10, 1024), (10, 2)])
         args = vanilla_gan.parse_args(["--latent-dim", "8", *study.CANDIDATES[cand]])
         opts = [torch.optim.Adam(net.parameters(), lr=args.lr) for net in (G, D)]
         stats = vanilla_gan.train_step(G, D, *opts, torch.rand(4, 1, 32, 32) * 2 - 1, None, args, True)
