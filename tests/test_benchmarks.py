@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 import common
+from conftest import train
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEED = ROOT / "benchmarks" / "speed.py"
@@ -246,16 +247,21 @@ def test_the_fid_minutes_figure_draws_partial_curves_and_fids_under_ten(monkeypa
     assert min(c["fid"] for c in full) < 10
 
 
+def load_study(monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    spec = importlib.util.spec_from_file_location("mlp_gan_speckle", ROOT / "benchmarks" / "mlp_gan_speckle.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    return study
+
+
 def test_the_speckle_study_changes_what_each_candidate_names_and_nothing_else(monkeypatch):
     """benchmarks/mlp_gan_speckle.py swaps vanilla_gan's networks in its process: each candidate's G and D, as
     vanilla_gan.main would build them, are the shipped ones but for the candidate's change, and train a step."""
     import torch
     import dcgan
     import vanilla_gan
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    spec = importlib.util.spec_from_file_location("mlp_gan_speckle", ROOT / "benchmarks" / "mlp_gan_speckle.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = load_study(monkeypatch)
     shipped = vanilla_gan.Generator, vanilla_gan.Discriminator
     for name in ("Generator", "Discriminator"):
         monkeypatch.setattr(vanilla_gan, name, getattr(vanilla_gan, name))  # put back after the test
@@ -276,3 +282,20 @@ def test_the_speckle_study_changes_what_each_candidate_names_and_nothing_else(mo
         opts = [torch.optim.Adam(net.parameters(), lr=args.lr) for net in (G, D)]
         stats = vanilla_gan.train_step(G, D, *opts, torch.rand(4, 1, 32, 32) * 2 - 1, None, args, True)
         assert torch.isfinite(stats["loss/d"]) and torch.isfinite(stats["loss/g"]), cand
+
+
+def test_the_speckle_study_measures_each_candidate_once(data_root, tmp_path, monkeypatch):
+    """A finished candidate's FID is kept: adding a candidate, or drawing the figure again, measures no other again;
+    another N is another measurement."""
+    import vanilla_gan
+    study = load_study(monkeypatch)
+    assert train(vanilla_gan, data_root, "--epochs", "1", "--out", str(tmp_path / "mnist"), "--name", "shipped") == 0
+    measured = []
+    monkeypatch.setattr(study.ev, "measure", lambda a, device: measured.append(a.n) or [{"fid": 100.0 + a.n}])
+    for n in (50, 50, 60):
+        monkeypatch.setattr(sys, "argv", ["mlp_gan_speckle.py", "--dataset", "mnist", "--candidates", "shipped",
+                                          "--epochs", "1", "--n", str(n), "--out", str(tmp_path)])
+        study.main()
+    assert measured == [50, 60]
+    assert sorted(json.loads((tmp_path / "mnist" / "fids.json").read_text()).values()) == [150.0, 160.0]
+    assert (tmp_path / "mnist" / "speckle.png").stat().st_size > 1000
