@@ -21,6 +21,7 @@ Candidates:
     python benchmarks/mlp_gan_speckle.py --candidates shipped,conv_d --ref ../shared/fid/fashion-mnist-test-10k.npz
 """
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
@@ -111,7 +112,7 @@ def main():
     cands = args.candidates.split(",")
     if set(cands) - set(CANDIDATES):
         p.error(f"--candidates: unknown {', '.join(sorted(set(cands) - set(CANDIDATES)))}")
-    rows, fids = [], out / "fids.json"  # each measured FID, kept: eval.py's samples are fixed, so again is the same
+    rows, fids = [], out / "fids.json"  # each FID measured, by the weights': eval.py's samples are fixed
     done = json.loads(fids.read_text()) if fids.exists() else {}
     for cand in cands:
         ckpt = out / "models" / cand / f"epoch_{args.epochs:03d}.pt"
@@ -119,7 +120,8 @@ def main():
             rc = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--train", cand]).returncode
             if rc:  # its own error line is above
                 raise common.UserError(f"{cand}: its training run stopped (exit {rc}); finished candidates are kept")
-        key = f"{cand}, epoch {args.epochs}, N = {args.n} against {args.ref or 'the test split'}"
+        weights = hashlib.sha256(ckpt.read_bytes()).hexdigest()[:12]  # a run trained again is measured again
+        key = f"{cand}, epoch {args.epochs} ({weights}), N = {args.n} against {args.ref or 'the test split'}"
         if key not in done:
             originals = vanilla_gan.Generator, vanilla_gan.Discriminator
             patch(cand)
