@@ -277,7 +277,7 @@ def test_the_speckle_study_changes_what_each_candidate_names_and_nothing_else(mo
         assert isinstance(D, dcgan.Discriminator if cand == "conv_d" else shipped[1]), cand
         assert [m.p for m in D.modules() if isinstance(m, torch.nn.Dropout)] == dropouts.get(cand, [0.2, 0.5, 0.5])
         maxouts = [m.linear.weight.shape for m in D.modules() if isinstance(m, vanilla_gan.Maxout)]
-        assert maxouts == {"conv_d": [], "deep_d": [(10, 32 * 32), (10, 2), (10, 2)]}.get(cand, [(10, 1024), (10, 2)])
+        assert maxouts == {"conv_d": [], "deep_d": [(10, 1024), (10, 2), (10, 2)]}.get(cand, [(10, 1024), (10, 2)])
         args = vanilla_gan.parse_args(["--latent-dim", "8", *study.CANDIDATES[cand]])
         opts = [torch.optim.Adam(net.parameters(), lr=args.lr) for net in (G, D)]
         stats = vanilla_gan.train_step(G, D, *opts, torch.rand(4, 1, 32, 32) * 2 - 1, None, args, True)
