@@ -60,10 +60,11 @@ def patch(name):
         vanilla_gan.Discriminator = Discriminator
     elif name == "deep_d":
         class Discriminator(vanilla_gan.Discriminator):
-            def __init__(self, channels, image_size, n_classes=0, width=1200):
-                super().__init__(channels, image_size, n_classes, width)
+            def __init__(self, *a, **k):
+                super().__init__(*a, **k)
                 # after the second maxout layer (net[3]): the shipped layers are initialised as they are shipped
-                self.net.insert(4, vanilla_gan.Maxout(width // 5, width // 5))
+                units = self.net[3].units
+                self.net.insert(4, vanilla_gan.Maxout(units, units))
                 self.net.insert(4, torch.nn.Dropout(p=0.5))
         vanilla_gan.Discriminator = Discriminator
 
