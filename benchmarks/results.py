@@ -4,7 +4,8 @@ Every figure comes from the scripts as they ship, at their defaults, trained her
 (pytorch-fid's Inception, float32): FID and KID at N = 10000 against the test split for the table, FID at N = 2000
 for the curves. Finished rows and curve points are kept in docs/results.json and never redone (unless --force),
 so the work can stop anywhere and go on in another session; a run whose checkpoint exists is not trained again,
-a shorter one is resumed (exactly). The README's table, between its results markers, is rewritten from the file.
+a shorter one is resumed (exactly). A curve whose run must be trained again from scratch is measured again whole,
+so that its minutes come from one run. The README's table, between its results markers, is rewritten from the file.
 
     python benchmarks/results.py table                          # every row: 6 papers x MNIST, Fashion-MNIST, CIFAR-10
     python benchmarks/results.py table --only dcgan:mnist       # one row (arch:dataset, comma-separated)
@@ -136,10 +137,14 @@ def docs_gif(run, frames=6, top_half=False):
 
 
 def do_curve(arch, dataset, args, db):
-    """FID (N = 2000) after each of CURVE_EPOCHS, against the training wall time at that checkpoint."""
+    """FID (N = 2000) after each of CURVE_EPOCHS, against the training wall time at that checkpoint. A curve's
+    minutes come from one run: its points are measured again when its run is trained again from scratch (another
+    session's disk), since one machine's speed moves by ~20 % between sessions while the weights do not."""
     done = {c["epoch"] for c in db["curves"] if (c["arch"], c["dataset"]) == (arch, dataset)}
+    fresh = not (HERE / "models" / run_name(arch, dataset, 0) / "last.pt").exists()
+    redo = args.force or (fresh and done and any(e not in done for e in CURVE_EPOCHS))
     for epoch in CURVE_EPOCHS:
-        if epoch in done and not args.force:
+        if epoch in done and not redo:
             continue
         ckpt = train(arch, dataset, epoch, 0, args, db)  # resumes the same run: epoch_005.pt is the table's row
         m = measure([ckpt], 2000, args, kid=False)[0]

@@ -247,6 +247,31 @@ def test_the_fid_minutes_figure_draws_partial_curves_and_fids_under_ten(monkeypa
     assert min(c["fid"] for c in full) < 10
 
 
+@pytest.mark.parametrize("run_on_disk", [True, False])
+def test_a_curve_takes_its_minutes_from_one_run(monkeypatch, tmp_path, run_on_disk):
+    """Points already measured are kept while their run is on disk (it resumes); a run trained again from scratch
+    (another session's disk) times every point again, or the curve would mix two sessions' minutes."""
+    results = load_results(monkeypatch, tmp_path)
+    old = [{"arch": "wgan", "dataset": "fashion-mnist", "epoch": e, "fid": 100.0, "train_seconds": 90 * e,
+            "g_updates": 1, "device": "old"} for e in results.CURVE_EPOCHS[:3]]
+    results.save_db({"rows": [], "curves": old, "floors": {}})
+    if run_on_disk:
+        (tmp_path / "models" / "wgan_fashion_mnist").mkdir(parents=True)
+        (tmp_path / "models" / "wgan_fashion_mnist" / "last.pt").write_bytes(b"")
+    trained = []
+    monkeypatch.setattr(results, "train", lambda arch, dataset, epoch, *a: trained.append(epoch) or epoch)
+    monkeypatch.setattr(results, "measure", lambda ckpts, n, args, kid: [{"fid": 50.0}])
+    monkeypatch.setattr(results.common, "load_checkpoint",
+                        lambda epoch: {"train_seconds": 60 * epoch, "step": epoch, "args": {}, "device": "new"})
+    results.do_curve("wgan", "fashion-mnist", SimpleNamespace(force=False), results.load_db())
+    points = {c["epoch"]: c for c in results.load_db()["curves"]}
+    assert sorted(points) == results.CURVE_EPOCHS
+    assert trained == (results.CURVE_EPOCHS[3:] if run_on_disk else results.CURVE_EPOCHS)
+    kept = {e for e, c in points.items() if c["device"] == "old"}
+    assert kept == (set(results.CURVE_EPOCHS[:3]) if run_on_disk else set())
+    assert all(c["train_seconds"] == 60 * e for e, c in points.items() if e not in kept)
+
+
 def load_study(monkeypatch):
     monkeypatch.setattr(sys, "path", list(sys.path))
     spec = importlib.util.spec_from_file_location("mlp_gan_speckle", ROOT / "benchmarks" / "mlp_gan_speckle.py")
