@@ -139,7 +139,7 @@ def docs_gif(run, frames=6, top_half=False):
 def do_curve(arch, dataset, args, db):
     """FID (N = 2000) after each of CURVE_EPOCHS, against the training wall time at that checkpoint. A curve's
     minutes come from one run: its points are measured again when its run is trained again from scratch (another
-    session's disk), since one machine's speed moves by 20-40 % between sessions while the weights do not."""
+    session's disk), since one machine's speed moves by up to 1.6x between sessions while the weights do not."""
     done = {c["epoch"] for c in db["curves"] if (c["arch"], c["dataset"]) == (arch, dataset)}
     fresh = not (HERE / "models" / run_name(arch, dataset, 0) / "last.pt").exists()
     redo = args.force or (fresh and done and any(e not in done for e in CURVE_EPOCHS))
