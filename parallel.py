@@ -1,10 +1,10 @@
 """Several processes under torchrun: everything ganzoo does only when WORLD_SIZE > 1.
 
-A run in one process never imports this file (copy a script and common.py without it and they still train). Under
-torchrun, common.get_device() joins the process group (init), and a script's `G, D = run.parallel(G, D)` calls
-wrap(): BatchNorm synchronised over the processes, then DistributedDataParallel. common.Run also takes each
-process's share of every global batch (shard), averages the logged figures over the processes (mean), and keeps
-every process's RNG state in the checkpoint (gather), so that a resume with as many processes is exact.
+common.get_device() joins the process group (init), and a script's `G, D = run.parallel(G, D)` calls wrap():
+BatchNorm synchronised over the processes, then DistributedDataParallel. common.Run also takes each process's share
+of every global batch (shard), averages the logged figures over the processes (mean), and keeps every process's RNG
+state in the checkpoint (gather), so that a resume with as many processes is exact. Nothing here imports the rest
+of ganzoo.
 
 Why it gives the gradients of one process: --batch-size is the global batch, split evenly; BatchNorm normalises with
 the global batch's statistics; DDP averages the gradients of the per-process losses, each a mean over an equal share
@@ -19,12 +19,15 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 
+def world():
+    """(this process's rank, the number of processes): (0, 1) unless torchrun started several."""
+    joined = dist.is_available() and dist.is_initialized()
+    return (dist.get_rank(), dist.get_world_size()) if joined else (0, 1)
+
+
 def init(device):
     """Join torchrun's process group (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT from its environment): nccl on
     cuda:LOCAL_RANK, gloo on the CPU. -> this process's device."""
-    import common  # for UserError; common imports this module only under torchrun
-    if device.type == "mps":
-        raise common.UserError("torchrun: several processes train on CUDA GPUs (nccl) or the CPU (gloo), not on MPS", 2)
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)

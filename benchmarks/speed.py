@@ -76,19 +76,23 @@ def peak_gflops(dtype, n=4096, seconds=3.0):
 
 
 class BareRun:
-    """Stands in for common.Run: the same memory format for G and D, then one preloaded batch, `steps` times, and on
-    until the steps after the first `warmup` have taken `seconds`. On a GPU each step's time is only right where
-    the loop waited for the device: after each warm-up step and every SYNC_EVERY steps, where a timed loop ends.
-    With `profile`, the steps after the warm-up run inside record_function("train_step") (see breakdown())."""
+    """Stands in for common.Run: one preloaded batch, `steps` times in the first epoch, and on until the steps after
+    the first `warmup` have taken `seconds`; no grids, checkpoints or logs. G, D and the batch in the variant's
+    memory format (the scripts' own line puts G and D in channels_last). On a GPU each step's time is only right
+    where the loop waited for the device: after each warm-up step and every SYNC_EVERY steps, where a timed loop
+    ends. With `profile`, the steps after the warm-up run inside record_function("train_step") (see breakdown())."""
     steps = warmup = 0
     seconds = 0.0
     times = []
     compile = False
     profile = False
+    channels_last = True
 
     def __init__(self, args, data, G, D, opt_G, opt_D, model_args, device, **_):
-        self.args, self.step, self.device = args, 0, device
-        layout = common.memory_format(G, D, device)
+        self.args, self.step, self.start_epoch, self.device = args, 0, 1, device
+        self.models = self.results = Path(".")  # nothing is written there
+        layout = torch.channels_last if BareRun.channels_last else torch.contiguous_format
+        G.to(memory_format=layout), D.to(memory_format=layout)  # in place: the optimizers keep their parameters
         if BareRun.compile:  # in place, so the script's optimizers keep their parameters
             G.compile()
             if args.arch != "wgan_gp":  # its penalty differentiates D's gradient: torch.compile has no double backward
@@ -96,10 +100,10 @@ class BareRun:
         self.real = common.normalize(data.images[:args.batch_size].to(device)).contiguous(memory_format=layout)
         self.labels = data.labels[:args.batch_size].to(device) if args.conditional else None
 
-    def batches(self):
+    def batches(self, epoch):
         times = BareRun.times
-        while (len(times) < BareRun.steps or sum(times[BareRun.warmup:]) < BareRun.seconds
-               or BareRun.seconds and (len(times) - BareRun.warmup) % SYNC_EVERY):
+        while epoch == 1 and (len(times) < BareRun.steps or sum(times[BareRun.warmup:]) < BareRun.seconds
+                              or BareRun.seconds and (len(times) - BareRun.warmup) % SYNC_EVERY):
             tag = BareRun.profile and len(times) >= BareRun.warmup
             t0 = time.perf_counter()
             with torch.profiler.record_function("train_step") if tag else contextlib.nullcontext():
@@ -107,9 +111,17 @@ class BareRun:
             if len(times) < BareRun.warmup or (len(times) + 1 - BareRun.warmup) % SYNC_EVERY == 0:
                 sync()
             times.append(time.perf_counter() - t0)
-            self.step += 1
 
     def log(self, stats):
+        pass
+
+    def grid(self, path):
+        pass
+
+    def checkpoint(self, path):
+        pass
+
+    def finish(self):
         pass
 
     def parallel(self, G, D):
@@ -125,10 +137,6 @@ def fake_data(channels, size, n):
 
 def argv_for(extra, variant):
     return ["--device", DEVICE.type, *extra] + (["--amp"] if variant["amp"] else [])
-
-
-def layout(variant):
-    return {"CHANNELS_LAST": variant["channels_last"]}
 
 
 @contextlib.contextmanager
@@ -149,9 +157,8 @@ def run_bare(script, extra, channels, size, variant, steps, warmup=0, seconds=0.
     mod = importlib.import_module(script)
     args = mod.parse_args(argv_for(extra, variant))
     BareRun.steps, BareRun.warmup, BareRun.seconds, BareRun.times = steps, warmup, seconds, []
-    BareRun.compile = variant.get("compile", False)
-    with patched(common, Run=BareRun, load_dataset=lambda *a, **k: fake_data(channels, size, args.batch_size),
-                 **layout(variant)):
+    BareRun.compile, BareRun.channels_last = variant.get("compile", False), variant["channels_last"]
+    with patched(common, Run=BareRun, load_dataset=lambda *a, **k: fake_data(channels, size, args.batch_size)):
         mod.main(argv_for(extra, variant))
     return args
 
@@ -253,7 +260,7 @@ def real_script(script, dataset, variant, data_root, out, epochs=1):
                      "--name", f"speed_{script}_{int(time.time() * 1000)}"], variant)
     args = mod.parse_args(argv)
     t0 = time.perf_counter()
-    with patched(mod, train_step=timed), patched(common, **layout(variant)):
+    with patched(mod, train_step=timed):
         mod.main(argv)
     end = time.perf_counter()
     last = len(starts) - len(starts) // epochs  # the first step of the last epoch
@@ -299,7 +306,7 @@ def eval_speed(modes, batch_size, images=300):
     x = torch.randint(0, 256, (images, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     plain = None
     for mode in modes:
-        extract, name, _ = ev.feature_extractor(device, bf16=mode == "bf16")
+        extract, name = ev.feature_extractor(device, bf16=mode == "bf16")
         t0 = time.perf_counter()
         ev.features(extract, x[:batch_size], batch_size, None)  # warm-up
         first = time.perf_counter() - t0
@@ -324,7 +331,7 @@ def main():
     p.add_argument("--steps", type=int, default=30, help="timed steps of each bare loop, at least")
     p.add_argument("--seconds", type=float, default=20.0, help="timed seconds of each bare loop, at least")
     p.add_argument("--script-variants", default="fp32-cl,amp-cl", help="the variants also measured as the real "
-                   "script over one epoch of MNIST (fp32-cl is the default of every script)")
+                   "script over one epoch of MNIST (-cl ones only: the scripts put G and D in channels_last)")
     p.add_argument("--no-script", action="store_true", help="skip the real-script epochs")
     p.add_argument("--script-epochs", type=int, default=1, help="epochs of each real-script run (2: the last "
                    "epoch shows the steady per-epoch cost outside train_step)")
@@ -360,7 +367,7 @@ def main():
     chosen = [v.strip() for v in args.variants.split(",")]
     print(f"scripts from {HERE}", flush=True)
     report = {"device": common.device_name(DEVICE), "torch": torch.__version__, "rows": [], "sweep": [],
-              "bf16_native": common.cpu_bf16() if DEVICE.type == "cpu" else None}
+              "bf16_native": "bf16" in (common._cpuinfo("flags") or "bf16") if DEVICE.type == "cpu" else None}
     report["peak_gflops_fp32"] = peak_gflops(torch.float32)
     # a CPU without bfloat16 instructions emulates it (an AVX2-only AMD EPYC: 0.5 GFLOP/s at 1024^2), so it has no
     # bf16 peak to hold --amp rows against: their % peak is left out there ('-')
@@ -384,7 +391,7 @@ def main():
                 row = {"config": name, "variant": v, "flop_per_image": flop, "bare_img_s": rate, "warmup_s": warm,
                        "gflop_s": flop * rate / 1e9, "share_of_peak": peak and flop * rate / 1e9 / peak}
                 if not args.no_script and size == 32 and v in args.script_variants.split(",") and not var.get(
-                        "compile"):
+                        "compile") and var["channels_last"]:  # the real scripts run channels_last, as they say
                     row.update(real_script(script, "mnist", var, args.data_root, out, args.script_epochs))
                 if args.breakdown:
                     row["breakdown"], row["conv_matmul_gflop_s"] = breakdown(script, extra, channels, size, var,

@@ -1,6 +1,5 @@
 """Tiny datasets the tests make themselves (no download, no ../shared): an MNIST and a Fashion-MNIST in IDX
 format, a CIFAR-10-like image folder with train/ and test/, a labelled and a flat image folder."""
-import gzip
 import os
 import struct
 import sys
@@ -26,16 +25,14 @@ SCRIPTS = [vanilla_gan, dcgan, wgan, wgan_gp, lsgan, sngan]  # the papers, in th
 TINY = ["--width", "8", "--batch-size", "8", "--workers", "0", "--device", "cpu"]
 
 
-def write_idx(folder, prefix, n, seed, gz=False):
+def write_idx(folder, prefix, n, seed):
     rng = np.random.default_rng(seed)
     images = np.zeros((n, 28, 28), np.uint8)
     images[:, 4:24, 4:24] = rng.integers(0, 256, (n, 20, 20), dtype=np.uint8)  # black 4-pixel margin, like MNIST
     labels = (np.arange(n) % 10).astype(np.uint8)
-    op = gzip.open if gz else open
-    ext = ".gz" if gz else ""
-    with op(folder / f"{prefix}-images-idx3-ubyte{ext}", "wb") as f:
+    with open(folder / f"{prefix}-images-idx3-ubyte", "wb") as f:
         f.write(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
-    with op(folder / f"{prefix}-labels-idx1-ubyte{ext}", "wb") as f:
+    with open(folder / f"{prefix}-labels-idx1-ubyte", "wb") as f:
         f.write(struct.pack(">II", 2049, n) + labels.tobytes())
 
 
@@ -55,10 +52,10 @@ def data_root(tmp_path_factory):
     raw.mkdir(parents=True)
     write_idx(raw, "train", 64, 0)
     write_idx(raw, "t10k", 32, 1)
-    deb = root / "debian-fashion-mnist"  # stands in for /usr/share/datasets/fashion-mnist (gzipped IDX)
-    deb.mkdir()
-    write_idx(deb, "train", 64, 2, gz=True)
-    write_idx(deb, "t10k", 32, 3, gz=True)
+    fashion = root / "FashionMNIST" / "raw"
+    fashion.mkdir(parents=True)
+    write_idx(fashion, "train", 64, 2)
+    write_idx(fashion, "t10k", 32, 3)
     for split, n in (("train", 12), ("test", 6)):
         for c in ("airplane", "cat"):
             write_images(root / "cifar" / split / c, n, (32, 32), hash((split, c)) % 1000)
@@ -71,10 +68,9 @@ def data_root(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch, data_root):
-    """Each test writes under its own tmp dir; the decode cache too; Fashion-MNIST comes from the fake Debian dir."""
+    """Each test writes under its own tmp dir, the decode cache too."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(common, "DEBIAN_FASHION_MNIST", data_root / "debian-fashion-mnist")
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 

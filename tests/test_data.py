@@ -1,4 +1,4 @@
-"""common.py: the data layer (every dataset path, the size mappings, the decode cache, streaming, offline errors),
+"""common.py: the data layer (every dataset path, the size mappings, the decode cache, offline errors),
 the command line's checks, the device choice and atomic writes."""
 import io
 import os
@@ -13,7 +13,7 @@ from PIL import Image
 
 import common
 import dcgan
-from conftest import ROOT, TINY, call, write_images
+from conftest import ROOT, SCRIPTS, TINY, call, write_images
 
 
 def test_mnist_is_padded_to_32_and_back_exactly(data_root):
@@ -38,10 +38,9 @@ def test_resize_mapping_and_its_inverse(data_root):
     assert mapping == "resize" and err.max() <= 6 and err.mean() < 0.5  # measured: max 4 at the peak
 
 
-def test_fashion_mnist_from_the_debian_package(tmp_path):
-    d = common.load_dataset("fashion-mnist", tmp_path / "d", 32, split="test")
-    assert d.images.shape == (32, 1, 32, 32) and d.classes[0] == "T-shirt/top"
-    assert (tmp_path / "d/FashionMNIST/raw/t10k-images-idx3-ubyte").exists()
+def test_fashion_mnist(data_root):
+    d = common.load_dataset("fashion-mnist", data_root, 32, split="test")
+    assert d.images.shape == (32, 1, 32, 32) and d.classes[0] == "T-shirt/top" and d.mapping == "pad"
 
 
 def test_cifar10_from_an_image_folder(data_root):
@@ -69,16 +68,14 @@ def test_folder_labels_resize_crop_and_cache(data_root, tmp_path):
     assert flat.images.shape == (16, 3, 64, 64) and flat.classes == []
 
 
-def test_streaming_when_the_folder_is_over_the_ram_budget(data_root, tmp_path, monkeypatch):
-    d = common.load_dataset("folder", data_root / "flat", 32, ram_budget=0, workers=0)
-    assert d.images is None and len(d.stream) == 16
-    x, y = d.stream[0]
-    assert x.shape == (3, 32, 32) and x.dtype == torch.uint8
-    monkeypatch.setattr(common, "RAM_BUDGET", 0)
-    argv = ["--dataset", "folder", "--data-root", str(data_root / "flat"), "--image-size", "32", *TINY,
-            "--epochs", "2"]
-    assert call(dcgan.main, argv) == 0
-    assert (tmp_path / "models/dcgan_folder/epoch_002.pt").exists()
+def test_a_folder_too_big_for_memory_stops_in_one_line(data_root, monkeypatch, capsys):
+    monkeypatch.setattr(common, "RAM_BUDGET", 16 * 3 * 32 * 32 - 1)  # one byte short of the 16 images at 32x32
+    argv = ["--dataset", "folder", "--data-root", str(data_root / "flat"), "--image-size", "32", *TINY]
+    assert call(dcgan.main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "16 images at 32x32" in err[0] and "use a subset" in err[0]
+    monkeypatch.setattr(common, "RAM_BUDGET", 16 * 3 * 32 * 32)
+    assert len(common.load_dataset("folder", data_root / "flat", 32, workers=0)) == 16
 
 
 def test_the_same_batches_every_time():
@@ -139,12 +136,20 @@ def test_device_choice(monkeypatch):
         common.get_device("mps")
 
 
-def test_cuda_picks_deterministic_convolutions(monkeypatch):
+@pytest.mark.parametrize("script", SCRIPTS, ids=[m.__name__ for m in SCRIPTS])
+def test_every_script_picks_deterministic_convolutions(script, data_root, monkeypatch):
     """Same seed, same weights on a GPU too: cuDNN's default kernels are not (measured on an H200: two runs of one
-    seed drifted apart), so choosing CUDA turns on its deterministic ones."""
+    seed drifted apart), so each script's main() turns on its deterministic ones, before any model is built."""
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert common.get_device("cuda").type == "cuda" and torch.backends.cudnn.deterministic
+    seen = []
+    monkeypatch.setattr(script, "Generator", lambda **kw: seen.append(torch.backends.cudnn.deterministic) or stop())
+    with pytest.raises(StopIteration):
+        script.main(["--data-root", str(data_root), *TINY])
+    assert seen == [True]
+
+
+def stop():
+    raise StopIteration
 
 
 def same_weights(a, b):
@@ -152,16 +157,12 @@ def same_weights(a, b):
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-@pytest.mark.parametrize("ram_budget", [None, 0], ids=["in_ram", "streaming"])
-def test_data_loading_leaves_the_rng_alone(data_root, workers, ram_budget):
-    """Decoding (cold cache), reading the cache (warm) and streaming an epoch draw nothing from the global RNG, so
-    the models' initialisation and noise do not depend on them."""
+def test_data_loading_leaves_the_rng_alone(data_root, workers):
+    """Decoding (cold cache) and reading the cache (warm) draw nothing from the global RNG, so the models'
+    initialisation and noise do not depend on them."""
     state = torch.get_rng_state()
     for _ in range(2):  # cold, then warm
-        d = common.load_dataset("folder", data_root / "flat", 32, ram_budget=ram_budget, workers=workers)
-    if d.stream is not None:
-        for _ in common.loader(d.stream, workers, batch_size=4):
-            pass
+        common.load_dataset("folder", data_root / "flat", 32, workers=workers)
     assert torch.equal(state, torch.get_rng_state())
 
 
@@ -197,19 +198,6 @@ def test_killed_and_resumed_from_a_cold_cache_equals_a_straight_run(data_root, t
     assert same_weights(a, b)
 
 
-def test_streaming_resume_inside_an_epoch_is_exact(data_root, tmp_path, monkeypatch):
-    """Over the RAM budget, each epoch streams through a DataLoader with worker processes; stopping inside an
-    epoch and resuming must not change what the loader draws."""
-    monkeypatch.setattr(common, "RAM_BUDGET", 0)
-    argv = ["--dataset", "folder", "--data-root", str(data_root / "flat"), "--image-size", "32", *TINY[:-4],
-            "--workers", "2", "--device", "cpu", "--epochs", "3"]
-    assert call(dcgan.main, argv + ["--name", "straight"]) == 0
-    assert call(dcgan.main, argv + ["--name", "split", "--max-steps", "3"]) == 0  # inside epoch 2 (2 steps each)
-    assert call(dcgan.main, argv + ["--name", "split", "--resume"]) == 0
-    a, b = (torch.load(tmp_path / f"models/{n}/last.pt", weights_only=True) for n in ("straight", "split"))
-    assert same_weights(a, b)
-
-
 def unreadable_folder(root, good):
     """`good` readable PNGs, and three files with image names that are not images: a JPEG cut short (a download
     that stopped), a text file named .png, an empty .jpeg."""
@@ -221,13 +209,10 @@ def unreadable_folder(root, good):
     (root / "empty.jpeg").write_bytes(b"")
 
 
-@pytest.mark.parametrize("ram_budget", [None, 0], ids=["in_ram", "streaming"])
-def test_unreadable_files_in_a_folder_are_skipped_with_one_warning(tmp_path, monkeypatch, capsys, ram_budget):
+def test_unreadable_files_in_a_folder_are_skipped_with_one_warning(tmp_path, capsys):
     root = tmp_path / "scrape"
     root.mkdir()
     unreadable_folder(root, good=6)
-    if ram_budget == 0:
-        monkeypatch.setattr(common, "RAM_BUDGET", 0)
     argv = ["--dataset", "folder", "--data-root", str(root), "--image-size", "32", "--width", "8", "--batch-size",
             "2", "--workers", "2", "--device", "cpu", "--epochs", "1"]
     assert call(dcgan.main, argv) == 0

@@ -39,8 +39,7 @@ def test_each_process_gets_distributed_samplers_shard_of_each_global_batch():
         shard = parallel.shard(order, B, r, WORLD)
         assert shard.tolist() == [order[i].item() for i in DistributedSampler(range(n), WORLD, r, shuffle=False)]
         batches = [((x[:, 0, 0, 0] + 1) * 127.5).round().long()  # each image holds its index
-                   for x, _ in common.epoch_batches(data, shard, B // WORLD, torch.device("cpu"),
-                                                    torch.contiguous_format, 0)]
+                   for x, _ in common.epoch_batches(data, shard, B // WORLD)]
         assert torch.cat(batches).tolist() == shard.tolist() and all(len(b) == B // WORLD for b in batches)
         shards.append(batches)
     for k in range(n // B):
@@ -49,7 +48,7 @@ def test_each_process_gets_distributed_samplers_shard_of_each_global_batch():
 
 
 def test_the_global_batch_must_split_evenly(monkeypatch):
-    monkeypatch.setattr(common, "world", lambda: (0, 3))
+    monkeypatch.setattr(parallel, "world", lambda: (0, 3))
     data = common.Data("x", 1, 32, 28, "pad", [], torch.zeros(8, dtype=torch.long),
                        images=torch.zeros(8, 1, 32, 32, dtype=torch.uint8))
     args = dcgan.parse_args(["--batch-size", "128"])
@@ -108,7 +107,7 @@ def one_step(script, rank, world, out):
     b = B // world
     with pytest.MonkeyPatch.context() as mp_:
         global_draws(mp_, rank, world)
-        real = real[rank * b:(rank + 1) * b].contiguous(memory_format=run.layout)
+        real = real[rank * b:(rank + 1) * b].contiguous(memory_format=torch.channels_last)
         stats = script.train_step(G_step, D_step, opt_G, opt_D, real, None, args, True)
     grads = {f"{n}.{k}": p.grad.clone() for n, m in (("G", G), ("D", D)) for k, p in m.named_parameters()
              if p.grad is not None}

@@ -234,6 +234,27 @@ def test_resume_from_a_given_checkpoint_takes_its_settings(script, data_root, tm
     assert last["model_args"]["latent_dim"] == 12 and last["epoch"] == 2
 
 
+@pytest.mark.parametrize("flag, value", [("--lr", "0.001"), ("--seed", "3"), ("--conditional", None)])
+def test_resume_refuses_a_typed_flag_that_differs_from_the_checkpoints(flag, value, data_root, tmp_path, capsys):
+    """A flag typed with --resume that would change what the run trains ends in one line naming it and both values;
+    nothing is written. The run-control flags (--epochs, --device, ...) and flags typed with the run's own value go
+    through."""
+    assert train(dcgan, data_root, "--max-steps", "2") == 0
+    last = tmp_path / "models/dcgan_mnist/last.pt"
+    before = last.read_bytes()
+    capsys.readouterr()
+    typed = [flag] + ([value] if value else [])
+    code = call(dcgan.main, ["--data-root", str(data_root), *TINY, "--max-steps", "4", "--resume", str(last), *typed])
+    err = capsys.readouterr().err.strip().splitlines()
+    shown = {"--lr": "0.001 differs from the run's --lr 0.0002", "--seed": "3 differs from the run's --seed 0",
+             "--conditional": "True differs from the run's --conditional False"}[flag]
+    assert code == 2 and len(err) == 1 and f"{flag} {shown}" in err[0] and "--name NEW" in err[0]
+    assert last.read_bytes() == before
+    # the run's own values typed again, and run-control flags, resume as usual
+    assert train(dcgan, data_root, "--max-steps", "4", "--resume", "--lr", "2e-4", "--seed", "0", "--epochs", "9") == 0
+    assert torch.load(last, weights_only=True)["step"] == 4
+
+
 def test_resume_refuses_another_scripts_checkpoint(data_root, tmp_path, capsys):
     assert train(dcgan, data_root, "--max-steps", "2") == 0
     assert train(wgan, data_root, "--resume", "models/dcgan_mnist/last.pt") == 2

@@ -11,7 +11,7 @@ import common
 import dcgan
 import vanilla_gan
 import wgan_gp
-from conftest import SCRIPTS, assert_identical, exploding_at, train, weights
+from conftest import SCRIPTS, TINY, assert_identical, exploding_at, train, weights
 
 ids = [m.__name__ for m in SCRIPTS]
 # each paper's logged figures, from D's outputs on the real and the fake batch
@@ -66,29 +66,35 @@ def test_a_nan_stops_the_run_before_a_step_grid(data_root, tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=ids)
-def test_channels_last_changes_no_output(script):
-    """Run puts convolutional nets in channels_last (NHWC) and their batches with them: the same outputs, in
-    training mode (BatchNorm's batch statistics) and in eval mode. The MLP GAN stays as it is."""
-    torch.manual_seed(0)
-    G, D = script.Generator(latent_dim=8, channels=3, image_size=32, width=8), \
-        script.Discriminator(channels=3, image_size=32, width=8)
-    z, x = torch.randn(4, 8), torch.rand(4, 3, 32, 32) * 2 - 1
+def test_channels_last_changes_no_output(script, data_root, monkeypatch):
+    """The convolutional scripts put G and D in channels_last (NHWC), and Run's batches come in it: the same
+    outputs as contiguous tensors, in training mode (BatchNorm's batch statistics) and in eval mode."""
+    built = []  # G and D as main() hands them to Run, after its memory-format line
+    monkeypatch.setattr(common, "Run", lambda args, data, G, D, *a: built.extend([G, D, args]) or stop())
+    with pytest.raises(StopIteration):
+        script.main(["--dataset", "mnist", "--data-root", str(data_root), *TINY[:4], "--device", "cpu"])
+    G, D, args = built
+    conv = script is not vanilla_gan  # the MLP GAN has no 4-d weights
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for m in (G, D) for p in m.parameters()
+               if p.dim() == 4) and any(p.dim() == 4 for p in G.parameters()) == conv
     start = [{k: v.clone() for k, v in m.state_dict().items()} for m in (G, D)]
+    z, x = torch.randn(4, args.latent_dim), torch.rand(4, 1, 32, 32) * 2 - 1
     outputs = []
-    for convert in (False, True):
+    for layout in (torch.channels_last, torch.contiguous_format):
         G.load_state_dict(start[0]), D.load_state_dict(start[1])  # the train-mode pass moved BatchNorm's statistics
-        layout = common.memory_format(G, D, torch.device("cpu")) if convert else torch.contiguous_format
+        G.to(memory_format=layout), D.to(memory_format=layout)
         for training in (True, False):
             G.train(training), D.train(training)
             torch.manual_seed(1)  # the same dropout masks (the MLP GAN's D) in both layouts
             with torch.no_grad():
                 outputs.append((G(z), D(x.contiguous(memory_format=layout))))
-    conv = script is not vanilla_gan
-    assert layout == (torch.channels_last if conv else torch.contiguous_format)
-    assert all(p.is_contiguous(memory_format=torch.channels_last) or not conv for p in G.parameters() if p.dim() == 4)
     for a, b in zip(outputs[:2], outputs[2:]):
         for u, v in zip(a, b):
             torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-5)
+
+
+def stop():
+    raise StopIteration
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=ids)
@@ -168,7 +174,7 @@ def test_amp_is_refused_on_mps_in_one_line():
 @pytest.mark.parametrize("flags", ["fpu avx2 fma", "fpu avx512f avx512_bf16", None])
 def test_amp_warns_only_on_a_cpu_that_emulates_bfloat16(flags, monkeypatch, capsys):
     monkeypatch.setattr(common, "_cpuinfo", lambda field: flags)
-    common.check_run(dcgan.parse_args(["--amp"]), torch.device("cpu"), 1)
-    common.check_run(dcgan.parse_args([]), torch.device("cpu"), 1)
+    common.check_run(dcgan.parse_args(["--amp"]), torch.device("cpu"), 1, 1000)
+    common.check_run(dcgan.parse_args([]), torch.device("cpu"), 1, 1000)
     err = capsys.readouterr().err
     assert ("no native bfloat16" in err) == (flags == "fpu avx2 fma") and err.count("\n") <= 1
