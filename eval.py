@@ -9,12 +9,10 @@ Generator; the file is read with torch.load(weights_only=True), so a checkpoint 
     python eval.py --ckpt models/dcgan_mnist --interpolate --out walk.gif  # latent-space walk
     python eval.py --ckpt models/dcgan_mnist --n 10000 --save-dir samples/ # PNG files for other tools
     python eval.py --ckpt models/dcgan_mnist/epoch_00*.pt --metrics fid,kid # FID and KID, 10k samples each
-    python eval.py --show                                                  # the newest run's samples, in a window
+    python eval.py                                                         # the newest run's samples
 
-Metrics use pytorch-fid end to end (its Inception, its preprocessing, its Frechet distance) for both the samples
-and the reference, so figures are comparable with `python -m pytorch_fid` and with pytorch-fid .npz statistics.
-KID is the unbiased polynomial-kernel MMD of Binkowski et al. 2018 on the same 2048-d features; IS (Salimans et al.
-2016) uses the same network's classifier layer, when the weights file has one.
+Metrics use pytorch-fid's Inception and preprocessing for samples and reference alike, so FIDs match `python -m
+pytorch_fid` and its .npz statistics; KID (Binkowski et al. 2018) uses the same features.
 """
 import argparse
 import hashlib
@@ -27,51 +25,46 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the training scripts sit beside this file
-import common  # noqa: E402
+import common
 
 ARCHS = ("vanilla_gan", "dcgan", "wgan", "wgan_gp", "lsgan", "sngan")
-METRICS = ("fid", "kid", "is")
+METRICS = ("fid", "kid")
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"  # the FID Inception file pytorch-fid downloads
 
 
-def parse_args(argv=None):
+def arg_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--ckpt", nargs="+", default=None, metavar="PATH", help="checkpoint file(s), or a run folder "
                    "(models/<name>: its last.pt); None: the newest models/*/last.pt under the current folder")
-    p.add_argument("--n", type=common.positive_int, default=None, help="number of samples; None: 64, or 10000 "
-                   "with --metrics")
+    p.add_argument("--n", type=common.positive_int, default=None, help="samples; None: 64, 10000 with --metrics")
     p.add_argument("--nrow", type=common.positive_int, default=8, help="images per grid row")
     p.add_argument("--seed", type=int, default=0, help="fixes z (and so the samples)")
-    p.add_argument("--out", default=None, help="output .png (or .gif with --interpolate); None: "
-                   "results/<name>/eval_<checkpoint>.png beside the run")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
-                   help="auto: cuda, then mps, then cpu; any checkpoint loads on any device")
-    p.add_argument("--batch-size", type=common.positive_int, default=None, help="images per forward pass (G and "
-                   "Inception); None: 10 on a CPU (fastest there: benchmarks/inception_speed.py), 200 on a GPU")
+    p.add_argument("--out", default=None, help=".png (.gif: --interpolate); None: results/<name>/eval_<ckpt>.png")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="auto: cuda, mps, cpu")
+    p.add_argument("--batch-size", type=common.positive_int, default=None, help="images per pass (G, Inception); "
+                   "None: 10 on a CPU (fastest there: benchmarks/inception_speed.py), 200 on a GPU")
     p.add_argument("--label", default=None, help="class to generate (index or name), conditional checkpoints")
     p.add_argument("--interpolate", action="store_true", help="latent walk: each row goes from one z to another")
     p.add_argument("--steps", type=common.positive_int, default=10, help="images per walk (--interpolate)")
-    p.add_argument("--save-dir", default=None, help="also write the N samples as PNG files at the dataset's "
-                   "native size (e.g. 28x28 for MNIST), as uint8, the way metrics see them")
-    p.add_argument("--show", action="store_true", help="also open the figure in a window (where there is a display)")
+    p.add_argument("--save-dir", default=None, help="also write the N samples as PNG files, as metrics see them "
+                   "(uint8, the dataset's native size: 28x28 for MNIST)")
     m = p.add_argument_group("metrics (pytorch-fid's FID Inception: $TORCH_HOME/hub/checkpoints/" + WEIGHTS_NAME
                              + ", downloaded there when missing)")
-    m.add_argument("--metrics", default=None, help=f"comma-separated subset of {','.join(METRICS)} (is needs "
-                   "Inception weights with the classifier layer)")
+    m.add_argument("--metrics", default=None, help=f"comma-separated subset of {','.join(METRICS)}")
     m.add_argument("--ref", default=None, help="reference: mnist|fashion-mnist|cifar10[:train|:test], an image "
                    "folder, or a pytorch-fid .npz of mu/sigma (FID only); None: the checkpoint's dataset, test split")
-    m.add_argument("--ref-n", type=common.positive_int, default=10000, help="use at most this many reference "
-                   "images (a fixed random subset)")
+    m.add_argument("--ref-n", type=common.positive_int, default=10000, help="reference images (a fixed subset)")
     m.add_argument("--data-root", default=None, help="where --ref datasets live; None: the checkpoint's")
-    m.add_argument("--bf16", action="store_true", help="APPROXIMATE: the Inception network in bfloat16 (3.5-4x "
-                   "faster on CPUs with AMX), FIDs up to 3%% off the float32 ones; for tracking a run, never for "
-                   "comparing with published figures (its cache and table are labelled -bf16)")
-    m.add_argument("--kid-subsets", type=common.positive_int, default=100, help="KID: number of subsets")
-    m.add_argument("--kid-subset-size", type=common.positive_int, default=1000, help="KID: samples per subset")
+    m.add_argument("--bf16", action="store_true", help="APPROXIMATE: Inception in bfloat16, 3.5-4x faster with AMX, "
+                   "FIDs up to 3%% off: to track a run, never to compare with published figures (labelled -bf16)")
     m.add_argument("--json", default=None, help="also write the metrics table as JSON to this file")
     m.add_argument("--plot", default=None, help="also plot FID against epoch to this .png")
+    return p
+
+
+def parse_args(argv=None):
+    p = arg_parser()
     args = p.parse_args(argv)
     if args.metrics is not None:
         args.metrics = [x.strip().lower() for x in args.metrics.split(",") if x.strip()]
@@ -93,8 +86,8 @@ def newest_run(root="."):
     if not runs:
         raise common.UserError(f"no --ckpt given and no models/*/last.pt under {Path(root).resolve()}: train a model "
                                "first (python dcgan.py ...), or pass --ckpt PATH", 2)
-    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(runs[-1].stat().st_mtime))
-    print(f"no --ckpt: taking the newest run, {runs[-1]} (written {when})", file=sys.stderr)
+    print(f"no --ckpt: taking the newest run, {runs[-1]} (written {time.ctime(runs[-1].stat().st_mtime)})",
+          file=sys.stderr)
     return str(runs[-1])
 
 
@@ -128,13 +121,12 @@ def parse_label(label, ck):
         return classes.index(label)
     if label.lstrip("-").isdigit() and 0 <= int(label) < len(classes):
         return int(label)
-    listing = ", ".join(f"{i}={c}" for i, c in enumerate(classes))
-    raise common.UserError(f"--label {label!r} is not a class of {ck['path']}: {listing}", 2)
+    raise common.UserError(f"--label {label!r} is not a class of {ck['path']}: "
+                           + ", ".join(f"{i}={c}" for i, c in enumerate(classes)), 2)
 
 
 def title(ck):
-    """Run, epoch and step, and G's updates where there is one every d_steps steps (the WGANs: n_critic), so
-    that checkpoints of different papers compare on what G has had."""
+    """Run, epoch, step, and G's updates where there is one every d_steps steps (WGANs): what G has had."""
     d_steps = ck["args"].get("d_steps", ck["args"].get("n_critic", 1))  # n_critic: checkpoints before --d-steps
     g = ck["step"] // d_steps
     return f"{ck['args']['name']}  epoch {ck['epoch']}  (step {ck['step']}" + \
@@ -160,6 +152,12 @@ def generate(G, z, labels, device, batch_size=250, desc=None):
     return torch.cat(out)
 
 
+def samples(G, ck, args, device, label=None, desc=None):
+    """args.n samples in [-1, 1] from args.seed's z: class-balanced for a conditional G, or all of class `label`."""
+    z = latents(args.n, ck["model_args"]["latent_dim"], args.seed)
+    return generate(G, z, sample_labels(ck, args.n, label), device, args.batch_size, desc)
+
+
 def sample_labels(ck, n, label=None):
     """Class-balanced labels (i mod n_classes) for conditional checkpoints, all `label` when one is given."""
     if not n_classes(ck):
@@ -168,8 +166,7 @@ def sample_labels(ck, n, label=None):
 
 
 def native_uint8(x, ck):
-    """Samples in [-1, 1] at training size -> uint8 at the dataset's native size (the inverse of what training
-    did to the files: crop the pad, or resize back), the form the real images have on disk."""
+    """Samples in [-1, 1] -> uint8 at the dataset's native size (the pad cropped, or resized back), as on disk."""
     d = ck["data"]
     return common.to_native_size(common.to_uint8(x), d["native_size"], d["mapping"])
 
@@ -216,15 +213,14 @@ def sample_grid(args, device):
         x = generate(G, z, torch.arange(n_classes(ck)).repeat_interleave(per), device, args.batch_size)
         return common.save_grid(x, Path(args.out or default_out(ck, ".png")), nrow=per,
                                 row_labels=[str(c) for c in ck["classes"]], title=title(ck))
-    x = generate(G, latents(args.n, dim, args.seed), sample_labels(ck, args.n, label), device, args.batch_size)
+    x = samples(G, ck, args, device, label)
     suffix = "" if label is None else f"_{ck['classes'][label]}".replace("/", "-")
     return common.save_grid(x, Path(args.out or default_out(ck, f"{suffix}.png")), nrow=args.nrow,
                             title=title(ck) + (f"  class {ck['classes'][label]}" if suffix else ""))
 
 
 def compare_figure(args, device, row_titles=None):
-    """One row per checkpoint, titled in a left margin, the same z (and labels) in every row where the latent
-    sizes match. row_titles: one per checkpoint (default: run, epoch and step)."""
+    """A row per checkpoint, titled (row_titles, or run, epoch and step), the same z where latent sizes match."""
     rows, titles = [], []
     for path in args.ckpt:
         G, ck = load_generator(path, device)
@@ -241,10 +237,7 @@ def save_samples(args, device):
     """--save-dir: the N samples exactly as the metrics see them (native size, uint8 PNG)."""
     from PIL import Image
     G, ck = load_generator(args.ckpt[0], device)
-    label = parse_label(args.label, ck)
-    x = generate(G, latents(args.n, ck["model_args"]["latent_dim"], args.seed), sample_labels(ck, args.n, label),
-                 device, args.batch_size)
-    x = native_uint8(x, ck)
+    x = native_uint8(samples(G, ck, args, device, parse_label(args.label, ck)), ck)
     folder = Path(args.save_dir)
     folder.mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(x.permute(0, 2, 3, 1).numpy()):
@@ -254,11 +247,9 @@ def save_samples(args, device):
 
 # ------------------------------------------------------------------------------------------------------ metrics
 def feature_extractor(device, bf16=False):
-    """-> (f, name, classifier): f maps float (B, 3, H, W) in [0, 1] to pool3 features (B, 2048), exactly as
-    pytorch-fid (bilinear resize to 299, 2x - 1, the FID Inception); name identifies the network (and bf16) for
-    cache keys; classifier is the network's 2048 -> 1008 logits weight for the Inception Score, or None when the
-    weights file has none (FID-only files fill it with NaN). The weights are pytorch-fid's, from torch.hub's cache
-    ($TORCH_HOME/hub/checkpoints/), downloaded there by pytorch-fid when missing."""
+    """-> (f, name): f maps float (B, 3, H, W) in [0, 1] to pool3 features (B, 2048) as pytorch-fid does (bilinear
+    resize to 299, 2x - 1, its FID Inception, weights from torch.hub's cache: $TORCH_HOME/hub/checkpoints/, where
+    pytorch-fid downloads them when missing); name identifies the network (and bf16) for cache keys."""
     try:
         from pytorch_fid.inception import InceptionV3
     except ImportError:
@@ -270,16 +261,12 @@ def feature_extractor(device, bf16=False):
         raise common.UserError(f"the FID Inception weights could not be loaded ({type(e).__name__}): put "
                                f"{WEIGHTS_NAME} in {path.parent} (or point $TORCH_HOME elsewhere)") from None
     name = f"pytorch-fid-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}" + ("-bf16" if bf16 else "")
-    # pytorch-fid keeps only the layers up to pool3; the classifier stays in the file. Its weight without the bias
-    # is what the original IS code multiplies pool3 by ("softmax/logits/MatMul"), so IS needs no second pass.
-    fc = torch.load(path, map_location="cpu", weights_only=True).get("fc.weight")
-    classifier = fc.double().numpy() if fc is not None and torch.isfinite(fc).all() else None
 
     @torch.no_grad()
     def f(x):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             return model(x.to(device, memory_format=torch.channels_last))[0].flatten(1).float().cpu()
-    return f, name, classifier
+    return f, name
 
 
 def features(extract, images, batch_size, desc):
@@ -297,9 +284,8 @@ def stats(f):
 
 
 def fid_from_stats(mu1, sigma1, mu2, sigma2, eps=1e-6):
-    """The Frechet distance of two Gaussians (Heusel et al. 2017): |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2).
-    pytorch-fid's calculate_frechet_distance, step for step (the eps offset where S1 S2 is near singular, the real
-    part of the root), written out because pytorch-fid 0.3.0 passes sqrtm a `disp` that SciPy 1.18 removed."""
+    """The Frechet distance of two Gaussians (Heusel et al. 2017): |mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2), as
+    pytorch-fid's calculate_frechet_distance (its eps offset, the root's real part), whose SciPy call 1.18 broke."""
     from scipy import linalg  # scipy comes with pytorch-fid
     covmean = linalg.sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():
@@ -329,18 +315,6 @@ def kid(f1, f2, subsets=100, subset_size=1000, seed=0):
     return float(np.mean(values)), float(np.std(values))
 
 
-def inception_score(features, classifier, splits=10):
-    """Inception Score (Salimans et al. 2016): exp(E_x KL(p(y|x) || p(y))), p(y|x) = softmax(pool3(x) . W^T) over
-    the network's 1008 classes, computed on `splits` disjoint parts as the original code does. -> (mean, std)."""
-    from scipy.special import rel_entr, softmax  # scipy comes with pytorch-fid
-    p = softmax(features.astype(np.float64) @ classifier.T, axis=1)  # p(y|x), (N, 1008)
-    scores = []
-    for part in np.array_split(p, splits):
-        kl = rel_entr(part, part.mean(0, keepdims=True)).sum(1)  # KL(p(y|x) || p(y)), p(y) of this part; 0 log 0 = 0
-        scores.append(np.exp(kl.mean()))
-    return float(np.mean(scores)), float(np.std(scores))
-
-
 def reference(spec, ck, args, extract, name):
     """-> {'label', 'mu', 'sigma', 'feats' (None for an .npz), 'n'}; features cached under cache_dir()/fid."""
     d = ck["data"]
@@ -354,97 +328,85 @@ def reference(spec, ck, args, extract, name):
                 raise common.UserError(f"--ref {spec}: not pytorch-fid statistics (needs arrays mu and sigma)", 2)
             return {"label": spec, "mu": z["mu"], "sigma": z["sigma"], "feats": None, "n": None}
     dataset, _, split = spec.partition(":")
-    if dataset in ("mnist", "fashion-mnist", "cifar10"):
-        split = split or "test"
-        if split not in ("train", "test"):
-            raise common.UserError(f"--ref {spec}: the split is train or test", 2)
-        root = args.data_root or ck["args"].get("data_root", "data")
-        where = f"{dataset}:{split}@{Path(root).resolve()}"
+    if dataset in ("mnist", "fashion-mnist", "cifar10") and split in ("", "train", "test"):
+        root, split = args.data_root or ck["args"].get("data_root", "data"), split or "test"
     elif Path(spec).is_dir():
-        root, dataset, split, where = spec, "folder", "train", f"folder@{Path(spec).resolve()}"
+        root, dataset, split = spec, "folder", "train"
     else:
         raise common.UserError(f"--ref {spec!r}: give mnist|fashion-mnist|cifar10[:train|:test], an image folder "
                                "or an .npz", 2)
-    key = hashlib.sha1(f"{where}|{d['native_size']}|{args.ref_n}|{name}".encode()).hexdigest()[:16]
-    path = common.cache_dir() / "fid" / f"{dataset}-{split}-{d['native_size']}px-{key}.npz"
-    if path.exists():
-        with np.load(path) as z:
-            feats = z["feats"]
-    else:  # at the checkpoint's native size (a folder: resized and center-cropped as in training)
-        data = common.load_dataset(dataset, root, d["native_size"], split=split, workers=0)
-        idx = torch.arange(len(data))
-        if len(data) > args.ref_n:  # a fixed random subset, the same every time
-            idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:args.ref_n]
-        images = data.images[idx] if data.images is not None else torch.stack([data.stream[i][0] for i in idx])
-        feats = features(extract, images, args.batch_size, f"reference features {spec}")
-        common.atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), feats=feats))
-        print(f"cached reference features: {path}", file=sys.stderr)
+    feats = reference_features(dataset, split, root, d["native_size"], args, extract, name)
     mu, sigma = stats(feats)
     return {"label": spec, "mu": mu, "sigma": sigma, "feats": feats, "n": len(feats)}
 
 
+def reference_features(dataset, split, root, size, args, extract, name):
+    """Features of at most --ref-n images of a dataset split or folder at the checkpoint's native size (a folder:
+    resized and center-cropped as in training), a fixed random subset where there are more; cached."""
+    key = hashlib.sha1(f"{dataset}:{split}@{Path(root).resolve()}|{size}|{args.ref_n}|{name}".encode()).hexdigest()
+    path = common.cache_dir() / "fid" / f"{dataset}-{split}-{size}px-{key[:16]}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            return z["feats"]
+    data = common.load_dataset(dataset, root, size, split=split, workers=0)
+    idx = torch.arange(len(data))
+    if len(data) > args.ref_n:  # a fixed random subset, the same every time
+        idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:args.ref_n]
+    feats = features(extract, data.images[idx], args.batch_size, f"reference features {dataset}:{split}")
+    common.atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), feats=feats))
+    print(f"cached reference features: {path}", file=sys.stderr)
+    return feats
+
+
 def measure(args, device):
-    """--metrics: one row per checkpoint (FID, KID, IS on N samples), printed as a table; --json, --plot."""
-    extract, name, classifier = feature_extractor(device, args.bf16)
-    wanted = list(args.metrics)
-    if "is" in wanted and classifier is None:
-        wanted.remove("is")
-        print("note: Inception Score is not computed: these Inception weights have no classifier layer (FID-only "
-              "files have none); the full file pytorch-fid downloads has it", file=sys.stderr)
-    if not wanted:
-        raise common.UserError("--metrics: nothing left to compute (fid and kid need only the FID weights)", 2)
+    """--metrics: one row per checkpoint (FID and/or KID of N samples), printed as a table; --json, --plot."""
+    network = feature_extractor(device, args.bf16)
     if args.n < 10000:
         print(f"warning: N = {args.n} samples: FID is biased upward below N = 10000; compare figures only at the "
               "same N", file=sys.stderr)
-    rows, refs = [], {}
-    for path in args.ckpt:
-        t0 = time.time()
-        G, ck = load_generator(path, device)
-        label = parse_label(args.label, ck)
-        row = {"checkpoint": ck["path"], "arch": ck["arch"], "dataset": ck["data"]["dataset"], "epoch": ck["epoch"],
-               "step": ck["step"], "n": args.n, "seed": args.seed, "feature_extractor": name}
-        if "fid" in wanted or "kid" in wanted:
-            key = (args.ref or f"{ck['data']['dataset']}:{ck['data']['source']}", ck["data"]["native_size"])
-            if key not in refs:
-                refs[key] = reference(args.ref, ck, args, extract, name)
-            ref = refs[key]
-            row.update(ref=ref["label"], ref_n=ref["n"])
-        z = latents(args.n, ck["model_args"]["latent_dim"], args.seed)
-        x = native_uint8(generate(G, z, sample_labels(ck, args.n, label), device, args.batch_size, "generating"), ck)
-        f = features(extract, x, args.batch_size, f"features {Path(ck['path']).name}")
-        if "fid" in wanted:
-            row["fid"] = fid_from_stats(*stats(f), ref["mu"], ref["sigma"])
-        if "kid" in wanted and ref["feats"] is None:
-            print(f"note: KID needs reference features; {ref['label']} holds only mu/sigma: KID skipped",
-                  file=sys.stderr)
-        elif "kid" in wanted:
-            row["kid"], row["kid_std"] = kid(f, ref["feats"], args.kid_subsets, args.kid_subset_size)
-        if "is" in wanted:
-            row["is"], row["is_std"] = inception_score(f, classifier)
-        row["seconds"] = round(time.time() - t0, 1)
-        rows.append(row)
+    refs = {}  # each reference's statistics, computed once for all the checkpoints that use it
+    rows = [measure_one(path, args, device, network, refs) for path in args.ckpt]
     print_table(rows)
     if args.json:
         common.atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=2) + "\n"))
         print(f"json: {args.json}")
-    if args.plot and "fid" in wanted:
+    if args.plot and "fid" in args.metrics:
         plot_fid(rows, args.plot)
         print(f"plot: {args.plot}")
     return rows
 
 
+def measure_one(path, args, device, network, refs):
+    """One checkpoint's row: its N samples, at native size as uint8, through the Inception network."""
+    (extract, name), t0 = network, time.time()
+    G, ck = load_generator(path, device)
+    d = ck["data"]
+    key = (args.ref or f"{d['dataset']}:{d['source']}", d["native_size"])
+    ref = refs[key] = refs.get(key) or reference(args.ref, ck, args, extract, name)
+    row = {"checkpoint": ck["path"], "arch": ck["arch"], "dataset": d["dataset"], "epoch": ck["epoch"],
+           "step": ck["step"], "n": args.n, "seed": args.seed, "feature_extractor": name, "ref": ref["label"],
+           "ref_n": ref["n"]}
+    x = samples(G, ck, args, device, parse_label(args.label, ck), "generating")
+    f = features(extract, native_uint8(x, ck), args.batch_size, f"features {Path(ck['path']).name}")
+    if "fid" in args.metrics:
+        row["fid"] = fid_from_stats(*stats(f), ref["mu"], ref["sigma"])
+    if "kid" in args.metrics and ref["feats"] is None:
+        print(f"note: KID needs reference features; {ref['label']} holds only mu/sigma: KID skipped", file=sys.stderr)
+    elif "kid" in args.metrics:
+        row["kid"], row["kid_std"] = kid(f, ref["feats"])
+    row["seconds"] = round(time.time() - t0, 1)
+    return row
+
+
 def print_table(rows):
-    print(f"{'checkpoint':<44} {'epoch':>5} {'N':>6} {'FID':>8} {'KID':>17} {'IS':>13} {'seconds':>8}")
+    print(f"{'checkpoint':<44} {'epoch':>5} {'N':>6} {'FID':>8} {'KID':>17} {'seconds':>8}")
     for r in rows:
         fid_s = f"{r['fid']:.2f}" if "fid" in r else "-"
         kid_s = f"{r['kid']:.4f} +- {r['kid_std']:.4f}" if "kid" in r else "-"
-        is_s = f"{r['is']:.2f} +- {r['is_std']:.2f}" if "is" in r else "-"
-        print(f"{r['checkpoint'][-44:]:<44} {r['epoch']:>5} {r['n']:>6} {fid_s:>8} {kid_s:>17} {is_s:>13} "
-              f"{r['seconds']:>8.0f}")
-    if "ref" in rows[0]:
-        n = rows[0]["ref_n"]
-        print(f"reference: {rows[0]['ref']} ({f'{n} images' if n else 'precomputed mu and sigma'})")
-    print(f"features: {rows[0]['feature_extractor']}")
+        print(f"{r['checkpoint'][-44:]:<44} {r['epoch']:>5} {r['n']:>6} {fid_s:>8} {kid_s:>17} {r['seconds']:>8.0f}")
+    n = rows[0]["ref_n"]
+    print(f"reference: {rows[0]['ref']} ({f'{n} images' if n else 'precomputed mu and sigma'}); "
+          f"features: {rows[0]['feature_extractor']}")
 
 
 def plot_fid(rows, path):
@@ -468,22 +430,6 @@ def default_batch_size(device):
     return 10 if device.type == "cpu" else 200
 
 
-def show(path):
-    """--show: the written figure in a matplotlib window. matplotlib picks a GUI toolkit itself, and "agg" (files
-    only) where it finds no display or no toolkit: then one line says where the figure is."""
-    import matplotlib
-    if matplotlib.get_backend().lower() == "agg":
-        print(f"--show: no window can open here (no display, or no GUI toolkit for matplotlib); the figure is in "
-              f"{path}", file=sys.stderr)
-        return
-    import matplotlib.pyplot as plt
-    from PIL import Image
-    with Image.open(path) as im:  # a GIF shows its first frame
-        img = np.asarray(im.convert("RGB"))
-    plt.figure(str(path), figsize=(img.shape[1] / 100, img.shape[0] / 100), dpi=100).figimage(img)
-    plt.show()
-
-
 def main(argv=None):
     args = parse_args(argv)
     device = common.get_device(args.device)
@@ -495,16 +441,9 @@ def main(argv=None):
         print(f"{args.n} samples ({shape}, uint8 PNG) in {folder}/")
     if not (args.save_dir or args.metrics) or args.out or args.interpolate:  # a figure, unless only numbers/files
         if len(args.ckpt) > 1:
-            out = compare_figure(args, device)
-            print(f"comparison of {len(args.ckpt)} checkpoints: {out}")
+            print(f"comparison of {len(args.ckpt)} checkpoints: {compare_figure(args, device)}")
         else:
-            out = sample_grid(args, device)
-            print(f"samples: {out}")
-        if args.show:
-            show(out)
-    elif args.show:
-        print("--show: no figure to show (--metrics and --save-dir alone write numbers and files; add --out to also "
-              "draw a grid)", file=sys.stderr)
+            print(f"samples: {sample_grid(args, device)}")
 
 
 if __name__ == "__main__":

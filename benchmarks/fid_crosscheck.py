@@ -111,7 +111,7 @@ def main():
                       rel_diff=diff)
 
     if args.ckpt or args.floors or args.ref_checks:
-        extract, name, _ = ev.feature_extractor(common.get_device(args.device))
+        extract, name = ev.feature_extractor(common.get_device(args.device))
     if args.ckpt and ck["data"]["dataset"] != "folder":
         result["ref_check"] = ref_check(ck["data"]["dataset"], ref, args, extract, name)
     for d in filter(None, args.ref_checks.split(",")):

@@ -170,9 +170,9 @@ def test_eval_on_each_papers_checkpoints(arch, papers, data_root, tmp_path, monk
     assert call(ev.main, ["--ckpt", ck, "--n", "6", "--save-dir", "s"]) == 0
     assert Image.open("rows.png").size[1] > 100 and Image.open("walk.gif").n_frames == 6
     assert len(list((tmp_path / "s").iterdir())) == 6 and Image.open(tmp_path / "s/000000.png").size == (28, 28)
-    monkeypatch.setattr(ev, "feature_extractor", lambda *a: (standin(), "standin", None))
+    monkeypatch.setattr(ev, "feature_extractor", lambda *a: (standin(), "standin"))
     assert call(ev.main, ["--ckpt", ck, "--metrics", "fid,kid", "--n", "20", "--ref", "mnist:test", "--data-root",
-                          str(data_root), "--kid-subset-size", "10", "--json", "m.json"]) == 0
+                          str(data_root), "--json", "m.json"]) == 0
     row = json.loads((tmp_path / "m.json").read_text())[0]
     assert row["arch"] == arch and row["fid"] > 0 and "kid" in row and row["n"] == 20
 
@@ -199,20 +199,3 @@ def test_no_ckpt_takes_the_newest_run(papers, tmp_path, capsys):
     out = capsys.readouterr()
     assert "taking the newest run, models/dcgan_mnist_cond/last.pt" in out.err
     assert (tmp_path / "results/dcgan_mnist_cond/eval_last.png").exists() and "eval_last.png" in out.out
-
-
-@pytest.mark.parametrize("display", [None, ":99"], ids=["no_display", "unreachable_display"])
-def test_show_where_no_window_can_open_says_so_in_one_line_and_writes_the_png(runs, tmp_path, display):
-    """A real eval.py process, so that matplotlib picks its backend itself: with no $DISPLAY, or one nothing answers
-    on, it falls back to files only ("agg"), and --show says so in one line. (Opening a window needs a display this
-    machine does not have: that path is not tested.)"""
-    import os
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND")}
-    env.update({"DISPLAY": display} if display else {})
-    out = subprocess.run([sys.executable, str(ROOT / "eval.py"), "--ckpt", str(runs / "dcgan_mnist/last.pt"), "--n",
-                          "4", "--out", "g.png", "--show", "--device", "cpu"], capture_output=True, text=True,
-                         cwd=tmp_path, env=env)
-    assert out.returncode == 0 and out.stdout.strip() == "samples: g.png"
-    assert out.stderr.strip().splitlines() == [
-        "--show: no window can open here (no display, or no GUI toolkit for matplotlib); the figure is in g.png"]
-    assert Image.open(tmp_path / "g.png").size[0] > 100
