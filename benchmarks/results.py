@@ -3,9 +3,10 @@
 Every figure comes from the scripts as they ship, at their defaults, trained here and measured with eval.py
 (pytorch-fid's Inception, float32): FID and KID at N = 10000 against the test split for the table, FID at N = 2000
 for the curves. Finished rows and curve points are kept in docs/results.json and never redone (unless --force),
-so the work can stop anywhere and go on in another session; a run whose checkpoint exists is not trained again,
-a shorter one is resumed (exactly). A curve whose run must be trained again from scratch is measured again whole,
-so that its minutes come from one run. The README's table, between its results markers, is rewritten from the file.
+so the work can stop anywhere and go on later; a run whose checkpoint exists is not trained again, a shorter one is
+resumed (exactly). A curve whose run must be trained again from scratch is measured again whole, so that its minutes
+come from one run. The README's table and docs/results.md's table of published figures, between their markers, are
+rewritten from the file.
 
     python benchmarks/results.py table                          # every row: 6 papers x MNIST, Fashion-MNIST, CIFAR-10
     python benchmarks/results.py table --only dcgan:mnist       # one row (arch:dataset, comma-separated)
@@ -41,9 +42,17 @@ PAPERS = {"vanilla_gan": "GAN (2014)", "dcgan": "DCGAN (2015)", "wgan": "WGAN (2
           "lsgan": "LSGAN (2017)", "sngan": "SN-GAN (2018)"}
 EPOCHS = {"mnist": 5, "fashion-mnist": 5, "cifar10": 25}  # the table's budget per dataset
 CURVE_EPOCHS = [1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20]
-# Lucic et al. 2018, "Are GANs Created Equal?": best FID of a large hyperparameter search after 20 epochs of
-# Fashion-MNIST, their own networks, batch 64, 10k samples against the test set (their Table 2's minimum)
-LUCIC_FASHION = {"vanilla_gan": 26.5, "wgan": 21.5, "wgan_gp": 24.5, "lsgan": 30.7}
+# Published FIDs to hold the rows against. Lucic et al. 2018, "Are GANs Created Equal?": the best of a large
+# hyperparameter search, their own networks, 10k samples against the test set (Fashion-MNIST after 20 epochs: their
+# Table 2's minimum; their non-saturating "GAN" is both vanilla_gan's and dcgan's loss, listed on CIFAR-10 against
+# DCGAN, whose networks are closer to theirs). Miyato et al. 2018, Table 2: the standard CNN, spectral normalisation
+# and the hinge loss, trained by the authors' code (100000 G updates).
+LUCIC, MIYATO = "Lucic et al. 2018", "Miyato et al. 2018"
+ANCHORS = {("fashion-mnist", "vanilla_gan"): (26.5, LUCIC), ("fashion-mnist", "wgan"): (21.5, LUCIC),
+           ("fashion-mnist", "wgan_gp"): (24.5, LUCIC), ("fashion-mnist", "lsgan"): (30.7, LUCIC),
+           ("cifar10", "dcgan"): (58.5, LUCIC), ("cifar10", "wgan"): (55.2, LUCIC),
+           ("cifar10", "wgan_gp"): (55.8, LUCIC), ("cifar10", "lsgan"): (87.1, LUCIC),
+           ("cifar10", "sngan"): (25.5, MIYATO)}
 DOCS = HERE / "docs"
 DB = DOCS / "results.json"
 
@@ -138,8 +147,8 @@ def docs_gif(run, frames=6, top_half=False):
 
 def do_curve(arch, dataset, args, db):
     """FID (N = 2000) after each of CURVE_EPOCHS, against the training wall time at that checkpoint. A curve's
-    minutes come from one run: its points are measured again when its run is trained again from scratch (another
-    session's disk), since one machine's speed moves by up to 1.6x between sessions while the weights do not."""
+    minutes come from one run: its points are measured again when its run is trained again from scratch (on another
+    disk), since one machine's speed moves by up to 1.6x between runs while the weights do not."""
     done = {c["epoch"] for c in db["curves"] if (c["arch"], c["dataset"]) == (arch, dataset)}
     fresh = not (HERE / "models" / run_name(arch, dataset, 0) / "last.pt").exists()
     redo = args.force or (fresh and done and any(e not in done for e in CURVE_EPOCHS))
@@ -161,7 +170,7 @@ def do_curve(arch, dataset, args, db):
 def do_floor(dataset, args, db):
     from fid_crosscheck import floor
     device = common.get_device(args.device)
-    extract, name, _ = ev.feature_extractor(device)
+    extract, name = ev.feature_extractor(device)
     ns = SimpleNamespace(data_root=args.data_root, batch_size=ev.default_batch_size(device))
     fid, n_train, n_test = floor(dataset, 10000, ns, extract, name)
     db["floors"][dataset] = {"fid": fid, "n_train": n_train, "n_test": n_test}
@@ -213,13 +222,29 @@ def seed_spread(db):
     return out
 
 
+def anchors_md(db):
+    """docs/results.md's table: each published FID beside this table's row (and its curve's epoch-20 point)."""
+    lines = ["| dataset | paper | published | by | here (table; curve at epoch 20) |", "|---|---|---|---|---|"]
+    for (dataset, arch), (fid, by) in sorted(ANCHORS.items(), key=lambda a: table_order(a[0][1], a[0][0])):
+        here = [f"{r['fid']:.1f}" for r in db["rows"] if (r["arch"], r["dataset"], r["seed"]) == (arch, dataset, 0)]
+        here += [f"{c['fid']:.1f}" for c in db["curves"] if (c["arch"], c["dataset"], c["epoch"]) == (
+            arch, dataset, CURVE_EPOCHS[-1])]
+        lines.append(f"| {dataset} | {PAPERS[arch]} | {fid} | {by} | {'; '.join(here) or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_between(path, marker, text):
+    """Replace what lies between <!-- marker:start --> and <!-- marker:end --> in path with text."""
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    old = path.read_text() if path.exists() else ""
+    if start in old and end in old:
+        new = old[:old.index(start) + len(start)] + "\n" + text + old[old.index(end):]
+        common.atomic_write(path, lambda t: Path(t).write_text(new))
+
+
 def write_readme(db):
-    readme = HERE / "README.md"
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
-    text = readme.read_text()
-    if start in text and end in text:
-        new = text[:text.index(start) + len(start)] + "\n" + table_md(db) + text[text.index(end):]
-        common.atomic_write(readme, lambda t: Path(t).write_text(new))
+    write_between(HERE / "README.md", "results", table_md(db))
+    write_between(DOCS / "results.md", "anchors", anchors_md(db))
 
 
 def side_by_side(dataset, db, args):
@@ -253,8 +278,9 @@ def curves_figure(dataset, db):
         if mine:
             line, = ax.plot(*zip(*mine), marker="o", ms=3, label=name)
             # their 20-epoch best, drawn once this curve has reached epoch 20
-            if dataset == "fashion-mnist" and arch in LUCIC_FASHION and len(mine) == len(CURVE_EPOCHS):
-                ax.plot([mine[-1][0]], [LUCIC_FASHION[arch]], marker="*", ms=12, color=line.get_color(), ls="none")
+            if (dataset, arch) in ANCHORS and len(mine) == len(CURVE_EPOCHS):
+                star = ANCHORS[dataset, arch][0]
+                ax.plot([mine[-1][0]], [star], marker="*", ms=12, color=line.get_color(), ls="none")
     ax.plot([], [], marker="*", ms=12, color="grey", ls="none", label="Lucic et al. 2018, best of a search (20 epochs)")
     ax.set_yscale("log")
     ax.set_ylim(bottom=min(c["fid"] for c in pts) // 10 * 10 or None)  # a labelled tick below the lowest point

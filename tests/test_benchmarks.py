@@ -3,6 +3,7 @@ to a target, only to the other figures of the same run."""
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -138,6 +139,28 @@ def test_results_skip_finished_rows_and_write_the_readme_table_from_the_file(mon
     assert "Test CPU" in text and "mnist 1.50" in text
 
 
+def test_the_docs_quote_only_figures_that_results_json_holds():
+    """Every FID and every count of training minutes in the prose of the README and docs/results.md (the tables
+    between results.py's markers aside, which it writes from the file) is one of docs/results.json's, rounded as the
+    table (rows: FID to 0.1, minutes to 1) or the curves (both to 0.1) round them: prose and table cannot disagree.
+    Lists count ("FID 22.3 and 22.9", "after 33.5 and 32.4 minutes")."""
+    db = json.loads((ROOT / "docs/results.json").read_text())
+    fids = {f"{r['fid']:.1f}" for r in db["rows"] + db["curves"]}
+    minutes = {f"{r['train_seconds'] / 60:.0f}" for r in db["rows"]} | {
+        f"{c['train_seconds'] / 60:.1f}" for c in db["curves"]}
+    number_list = r"(\d+(?:\.\d+)?(?:(?:, | and )\d+(?:\.\d+)?)*)"
+    quoted = []
+    for doc in ("README.md", "docs/results.md"):
+        text = re.sub(r"<!-- (\w+):start -->.*?<!-- \1:end -->", "", (ROOT / doc).read_text(), flags=re.S)
+        text = " ".join(text.split())  # a figure list may wrap
+        for kind, pattern, allowed in (("FID", r"FID " + number_list, fids), ("min", number_list + " minutes", minutes)):
+            for found in re.findall(pattern, text):
+                for value in re.split(", | and ", found):
+                    quoted.append(value)
+                    assert value in allowed, f"{doc}: {kind} {value} is not in docs/results.json"
+    assert len(quoted) > 20  # the check saw the prose's figures
+
+
 def test_the_docs_gif_keeps_at_most_six_epochs_first_and_last_among_them(monkeypatch, tmp_path):
     """A 25-epoch run's GIF in docs/ holds epochs 1, 5, 10, 15, 20 and 25 (every epoch's RGB grid made 4.3 MB);
     a 5-epoch run's holds all five."""
@@ -250,7 +273,7 @@ def test_the_fid_minutes_figure_draws_partial_curves_and_fids_under_ten(monkeypa
 @pytest.mark.parametrize("run_on_disk", [True, False])
 def test_a_curve_takes_its_minutes_from_one_run(monkeypatch, tmp_path, run_on_disk):
     """Points already measured are kept while their run is on disk (it resumes); a run trained again from scratch
-    (another session's disk) times every point again, or the curve would mix two sessions' minutes."""
+    (on another disk) times every point again, or the curve would mix two runs' minutes."""
     results = load_results(monkeypatch, tmp_path)
     old = [{"arch": "wgan", "dataset": "fashion-mnist", "epoch": e, "fid": 100.0, "train_seconds": 90 * e,
             "g_updates": 1, "device": "old"} for e in results.CURVE_EPOCHS[:3]]
