@@ -658,8 +658,7 @@ class Run:
         fake = self.G(self.fixed_z.to(self.device), y)
         self.G.train()
         kind, _, n = Path(path).stem.partition("_")
-        rows = None if y is None else [str(c) for c in self.classes]
-        save_grid(fake, path, nrow=8 if rows is None else 10, row_labels=rows,
+        save_grid(fake, path, nrow=8 if y is None else 10, row_labels=y if y is None else list(map(str, self.classes)),
                   title=f"{kind} {int(n)}" if n.isdigit() else Path(path).stem)
         if kind == "epoch":
             save_gif(sorted(Path(path).parent.glob("epoch_*.png")), Path(path).parent / "progress.gif")

@@ -54,13 +54,21 @@ def test_breakdown_sorts_profiled_ops_by_kind(monkeypatch):
     assert speed.kind(event("aten::normal_", event("DCGAN init"))) is None  # outside the timed steps
 
 
-def test_speed_benchmark_runs_and_its_breakdown_adds_up(tmp_path):
-    out = tmp_path / "speed.json"
-    r = subprocess.run([sys.executable, str(SPEED), "--only", "dcgan", "--variants", "fp32-cl", "--no-script",
-                        "--warmup", "1", "--steps", "2", "--seconds", "0.01", "--breakdown", "--json", str(out)],
-                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    report = json.loads(out.read_text())
+def run_speed(monkeypatch, capsys, *argv):
+    """benchmarks/speed.py's main() in this process, its matmul peak and profile small and short -> (report,
+    stdout)."""
+    import functools
+    speed = load_speed(monkeypatch)
+    monkeypatch.setattr(speed, "peak_gflops", functools.partial(speed.peak_gflops, n=256, seconds=0.05))
+    monkeypatch.setattr(speed, "breakdown", functools.partial(speed.breakdown, steps=2))
+    monkeypatch.setattr(sys, "argv", ["speed.py", *argv, "--json", "speed.json"])
+    speed.main()
+    return json.loads(Path("speed.json").read_text()), capsys.readouterr().out
+
+
+def test_speed_benchmark_runs_and_its_breakdown_adds_up(monkeypatch, capsys):
+    report, stdout = run_speed(monkeypatch, capsys, "--only", "dcgan", "--variants", "fp32-cl", "--no-script",
+                               "--warmup", "1", "--steps", "2", "--seconds", "0", "--breakdown")
     (row,) = report["rows"]
     assert row["config"] == "dcgan" and row["variant"] == "fp32-cl"
     assert row["bare_img_s"] > 0 and row["flop_per_image"] > 1e8  # DCGAN at 32x32: hundreds of MFLOP per image
@@ -70,34 +78,32 @@ def test_speed_benchmark_runs_and_its_breakdown_adds_up(tmp_path):
     assert abs(sum(shares.values()) - 1) < 1e-9 and all(v > 0 for v in shares.values())
     assert max(shares, key=shares.get) == "conv+matmul"  # a DCGAN step is mostly its convolutions
     assert row["conv_matmul_gflop_s"] > 0
-    assert "where the bare loops' time goes" in r.stdout
+    assert "where the bare loops' time goes" in stdout
 
 
-def test_speed_benchmark_holds_amp_against_a_bf16_peak_only_where_the_cpu_has_bf16(tmp_path):
+def test_speed_benchmark_holds_amp_against_a_bf16_peak_only_where_the_cpu_has_bf16(monkeypatch, capsys):
     """A CPU without bfloat16 instructions emulates it, many times slower than float32: a 'peak' measured there is
     no peak, so --amp rows get no share of it; float32 rows always do."""
-    out = tmp_path / "speed.json"
-    r = subprocess.run([sys.executable, str(SPEED), "--only", "vanilla_gan", "--variants", "fp32-cl,amp-cl",
-                        "--no-script", "--warmup", "1", "--steps", "2", "--seconds", "0.01", "--json", str(out)],
-                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    report = json.loads(out.read_text())
+    report, stdout = run_speed(monkeypatch, capsys, "--only", "vanilla_gan", "--variants", "fp32-cl,amp-cl",
+                               "--no-script", "--warmup", "1", "--steps", "2", "--seconds", "0")
     fp32, amp = report["rows"]
     assert fp32["share_of_peak"] > 0 and report["peak_gflops_fp32"] > 0
     if report["bf16_native"] is False:
         assert report["peak_gflops_bf16"] is None and amp["share_of_peak"] is None
-        assert "bf16 is emulated" in r.stdout
+        assert "bf16 is emulated" in stdout
     else:
         assert report["peak_gflops_bf16"] > 0 and amp["share_of_peak"] > 0
 
 
-def test_speed_benchmark_refuses_what_it_cannot_measure(tmp_path):
+def test_speed_benchmark_refuses_what_it_cannot_measure(monkeypatch, capsys):
     """One line and exit 2: no CUDA here (or, on a GPU machine, --breakdown is CPU only)."""
-    r = subprocess.run([sys.executable, str(SPEED), "--device", "cuda", "--breakdown"], capture_output=True,
-                       text=True, timeout=300, cwd=tmp_path)
-    assert r.returncode == 2
-    assert "error: --device cuda: no CUDA GPU" in r.stderr or "error: --breakdown profiles CPU time" in r.stderr
-    assert "Traceback" not in r.stderr
+    speed = load_speed(monkeypatch)
+    monkeypatch.setattr(sys, "argv", ["speed.py", "--device", "cuda", "--breakdown"])
+    with pytest.raises(SystemExit) as stop:
+        speed.main()
+    err = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert "error: --device cuda: no CUDA GPU" in err or "error: --breakdown profiles CPU time" in err
 
 
 def load_results(monkeypatch, tmp_path):

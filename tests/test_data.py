@@ -176,8 +176,10 @@ def test_same_seed_cold_or_warm_cache_gives_the_same_weights(data_root, tmp_path
 
 
 def test_killed_and_resumed_from_a_cold_cache_equals_a_straight_run(data_root, tmp_path, monkeypatch):
-    """As a user meets it: a run starts on a folder never seen (cold cache), is killed with SIGKILL, and is
-    resumed; a straight run of as many epochs, which finds the cache warm, gives the same weights."""
+    """As a user meets it: a real process starts on a folder never seen (cold cache), is killed with SIGKILL while it
+    trains and saves, and is resumed from the last.pt it left (which loads: the kill may land between an epoch's file
+    and last.pt, never inside one); a straight run of as many epochs, which finds the cache warm, gives the same
+    weights."""
     folder = ["--dataset", "folder", "--data-root", str(data_root / "flat"), "--image-size", "32", *TINY[:-4],
               "--workers", "2", "--device", "cpu"]
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache_killed"),

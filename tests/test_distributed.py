@@ -115,44 +115,18 @@ def one_step(script, rank, world, out):
     return grads, weights, {k: float(v) for k, v in stats.items() if v is not None}, counts
 
 
-def worker(rank, script_name, path, out):
+def worker(rank, path, out):
+    """One process of two: one step of every script (its results to out.<script>.<rank>), then spectral
+    normalisation's buffers as parallel.wrap leaves them (out.buffers.<rank>)."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=WORLD)
-    script = {m.__name__: m for m in SCRIPTS}[script_name]
-    result = one_step(script, rank, WORLD, f"{out}.run{rank}")
-    # the logged figures, averaged over the ranks as Run._read does
-    stats = torch.tensor(list(result[2].values()))
-    dist.all_reduce(stats)
-    torch.save((result[0], result[1], dict(zip(result[2], (stats / WORLD).tolist())), result[3]),
-               f"{out}.{rank}")
-    gc.collect()  # as common.cli does: DDP's wrappers freed before the process group, not after it at exit
-    dist.destroy_process_group()
-
-
-@pytest.mark.parametrize("script", SCRIPTS, ids=ids)
-def test_two_processes_compute_the_gradients_of_one(script, tmp_path):
-    grads1, weights1, stats1, _ = one_step(script, 0, 1, str(tmp_path / "run"))
-    mp.spawn(worker, args=(script.__name__, str(tmp_path / "pg"), str(tmp_path / "out")), nprocs=WORLD)
-    results = [torch.load(tmp_path / f"out.{r}", weights_only=True) for r in range(WORLD)]
-    for grads, params, stats, counts in results:
-        assert grads.keys() == grads1.keys()
-        for k in grads1:  # DDP's average of the per-rank gradients = the gradient of the global batch's loss, up to
-            scale = grads1[k].abs().max().item()  # the order of float additions: 1e-5 of the tensor's largest entry
-            torch.testing.assert_close(grads[k], grads1[k], rtol=0, atol=1e-5 * scale, msg=lambda m, k=k: f"{k}: {m}")
-        for k in weights1:  # after the optimizer step (and WGAN's clipping): the same weights and BN statistics. Adam
-            # and RMSprop move a weight whose gradient is ~0 by up to ~10 lr either way, so atol is 1e-3 here
-            torch.testing.assert_close(params[k], weights1[k], rtol=1e-4, atol=1e-3, msg=lambda m, k=k: f"{k}: {m}")
-        for k in stats1:
-            assert stats[k] == pytest.approx(stats1[k], rel=1e-4, abs=1e-6), k
-        # one all-reduce for D (its own step) and one for G: D frozen in the G step sends nothing
-        assert counts == {"G": 1, "D": 1}
-    for k in results[0][1]:  # and every rank holds the very same weights
-        assert torch.equal(results[0][1][k], results[1][1][k]), k
-
-
-def buffers_worker(rank, path, out):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=WORLD)
+    for script in SCRIPTS:
+        result = one_step(script, rank, WORLD, f"{out}.{script.__name__}.run{rank}")
+        stats = torch.tensor(list(result[2].values()))  # the logged figures, averaged over the ranks as Logger does
+        dist.all_reduce(stats)
+        torch.save((result[0], result[1], dict(zip(result[2], (stats / WORLD).tolist())), result[3]),
+                   f"{out}.{script.__name__}.{rank}")
+        gc.collect()  # as common.cli does: DDP's wrappers freed before the process group, not after it at exit
     torch.manual_seed(rank)  # as under torchrun (seed + rank): other random buffers in every process
     G = sngan.Generator(latent_dim=8, channels=1, image_size=32, width=8)
     D = sngan.Discriminator(channels=1, image_size=32, width=8)
@@ -161,17 +135,50 @@ def buffers_worker(rank, path, out):
     x = torch.rand(4, 1, 32, 32) * 2 - 1
     D_step(x).mean().backward()  # a training-mode forward: one power iteration, from the vectors every rank holds
     after = {k: v.clone() for k, v in D.state_dict().items() if k.endswith(("_u", "_v"))}
-    torch.save((before, after), f"{out}.{rank}")
+    torch.save((before, after), f"{out}.buffers.{rank}")
     del G_step, D_step
     gc.collect()
     dist.destroy_process_group()
 
 
-def test_every_process_starts_from_rank_0s_buffers(tmp_path):
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    """The results of worker's two processes (one spawn: each process imports torch once for all the checks)."""
+    folder = tmp_path_factory.mktemp("two_processes")
+    mp.spawn(worker, args=(str(folder / "pg"), str(folder / "out")), nprocs=WORLD)
+    return folder / "out"
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=ids)
+def test_two_processes_compute_the_gradients_of_one(script, tmp_path, two_processes):
+    G, D = models(script)[:2]
+    start = {f"{n}.{k}": p.detach().clone() for n, m in (("G", G), ("D", D)) for k, p in m.named_parameters()}
+    grads1, weights1, stats1, _ = one_step(script, 0, 1, str(tmp_path / "run"))
+    results = [torch.load(f"{two_processes}.{script.__name__}.{r}", weights_only=True) for r in range(WORLD)]
+    for grads, params, stats, counts in results:
+        assert grads.keys() == grads1.keys()
+        for k in grads1:  # DDP's average of the per-rank gradients = the gradient of the global batch's loss, up to
+            scale = grads1[k].abs().max().item()  # the order of float additions: 1e-5 of the tensor's largest entry
+            torch.testing.assert_close(grads[k], grads1[k], rtol=0, atol=1e-5 * scale, msg=lambda m, k=k: f"{k}: {m}")
+        for k in weights1:  # after the optimizer step (and WGAN's clipping): the same weights and BN statistics. Adam
+            # and RMSprop move a weight whose gradient is ~0 by up to ~10 lr either way, so atol is 1e-3 here
+            torch.testing.assert_close(params[k], weights1[k], rtol=1e-4, atol=1e-3, msg=lambda m, k=k: f"{k}: {m}")
+        # ...which one step's change (~lr, 1e-4 to 5e-5 here) would pass unmade: the changes of the weights agree
+        moved1, moved = (torch.cat([(w[k] - start[k]).flatten() for k in start]) for w in (weights1, params))
+        assert moved1.abs().max() > 0 and torch.nn.functional.cosine_similarity(moved, moved1, dim=0) > 0.99
+        for k in stats1:
+            assert stats[k] == pytest.approx(stats1[k], rel=1e-4, abs=1e-6), k
+        # one all-reduce for D (its own step) and one for G: D frozen in the G step sends nothing
+        assert counts == {"G": 1, "D": 1}
+    for k in results[0][1]:  # and every rank holds the very same weights
+        assert torch.equal(results[0][1][k], results[1][1][k]), k
+
+
+def test_every_process_starts_from_rank_0s_buffers(two_processes):
     """Spectral normalisation draws its power-iteration vectors at random in each process; parallel.wrap gives every
     process rank 0's, so that D's weights, normalised by them, stay equal on every rank."""
-    mp.spawn(buffers_worker, args=(str(tmp_path / "pg"), str(tmp_path / "out")), nprocs=WORLD)
-    (before0, after0), (before1, after1) = (torch.load(tmp_path / f"out.{r}", weights_only=True) for r in range(2))
+    (before0, after0), (before1, after1) = (torch.load(f"{two_processes}.buffers.{r}", weights_only=True)
+                                            for r in range(2))
     assert before0.keys() == after0.keys() and len(before0) == 2 * 8  # u and v of 7 convolutions and the dense layer
     assert not all(torch.equal(before0[k], before1[k]) for k in before0)  # drawn apart...
     assert all(torch.equal(after0[k], after1[k]) for k in after0)  # ...equal once wrapped, and after a step
@@ -185,8 +192,10 @@ def torchrun(script, data_root, *extra):
                            *extra], capture_output=True, text=True, env=env, timeout=300)
 
 
-@pytest.mark.parametrize("script", ["dcgan", "wgan_gp", "sngan"])
-def test_torchrun_trains_checkpoints_from_rank_0_and_resumes_exactly(script, data_root, tmp_path, capsys):
+def test_torchrun_trains_checkpoints_from_rank_0_and_resumes_exactly(data_root, tmp_path, capsys):
+    """SN-GAN stands for all six (each one's distributed step is checked above): BatchNorm synchronised in G, spectral
+    normalisation's buffers in D."""
+    script = "sngan"
     straight = torchrun(script, data_root, "--epochs", "2", "--name", "straight")
     assert straight.returncode == 0, straight.stderr[-2000:]
     assert straight.stdout.count("done: 16 steps") == 1  # rank 0 reports; 8 steps an epoch at a global batch of 8

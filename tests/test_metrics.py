@@ -1,7 +1,9 @@
 """eval.py --metrics: the statistics against hand-computed cases, and the plumbing with a tiny stand-in feature
 network (the real Inception weights are not needed, nor downloaded)."""
 import json
+import os
 import urllib.error
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,8 +86,10 @@ def ckpts(data_root, tmp_path):
 
 
 def test_metrics_table_json_plot_and_reference_cache(ckpts, data_root, tmp_path, monkeypatch, capsys):
-    calls = []
+    from matplotlib.figure import Figure
+    calls, figures, savefig = [], [], Figure.savefig
     monkeypatch.setattr(ev, "feature_extractor", lambda *a: (standin(calls), "standin"))
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: figures.append(fig) or savefig(fig, *a, **k))
     argv = ["--ckpt", *ckpts, "--metrics", "fid,kid", "--n", "40", "--ref", "mnist:test", "--data-root",
             str(data_root), "--batch-size", "16", "--json", "m.json",
             "--plot", "fid.png"]
@@ -97,6 +101,8 @@ def test_metrics_table_json_plot_and_reference_cache(ckpts, data_root, tmp_path,
     assert "epoch" in out.out and "FID" in out.out and "warning: N = 40" in out.err
     assert "comparison" not in out.out and not list(tmp_path.rglob("*compare*"))  # numbers only: no figure
     assert Image.open(tmp_path / "fid.png").size[0] > 100
+    line, = figures[-1].axes[0].lines  # --plot: one run, one point per checkpoint, at its epoch and FID
+    assert list(line.get_xdata()) == [1, 2] and list(line.get_ydata()) == [r["fid"] for r in rows]
     assert len(list((tmp_path / "cache/ganzoo/fid").glob("mnist-test-28px-*.npz"))) == 1
     n_calls = len(calls)  # reference (32 images: 2 batches) + 2 checkpoints x 40 samples (3 batches each)
     assert n_calls == 2 + 2 * 3
@@ -185,13 +191,15 @@ def test_missing_or_broken_weights_are_one_line(ckpts, tmp_path, monkeypatch, ca
     def offline(*a, **k):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(pfi, "load_state_dict_from_url", offline)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
-    assert call(ev.main, ["--ckpt", ckpts[0], "--metrics", "fid"]) == 1
+    with monkeypatch.context() as offline_here:  # undone at its end; the isolation fixture's patches stay
+        offline_here.setattr(pfi, "load_state_dict_from_url", offline)
+        offline_here.setenv("TORCH_HOME", str(tmp_path / "empty"))
+        assert call(ev.main, ["--ckpt", ckpts[0], "--metrics", "fid"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: the FID Inception weights could not be loaded (URLError)")
     assert f"put {ev.WEIGHTS_NAME} in {tmp_path / 'empty' / 'hub' / 'checkpoints'}" in err[0]
-    monkeypatch.undo()
+    # the rest still runs in this test's own folder and cache (conftest's isolation)
+    assert Path.cwd() == tmp_path and os.environ["XDG_CACHE_HOME"] == str(tmp_path / "cache")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "junk"))
     (tmp_path / "junk/hub/checkpoints").mkdir(parents=True)
     (tmp_path / "junk/hub/checkpoints" / ev.WEIGHTS_NAME).write_bytes(b"not a state dict")
