@@ -229,7 +229,7 @@ def load_dataset(name, root, image_size, split="train", conditional=False, worke
     root = Path(root)
     if name == "cifar10":
         folder = next((r / split for r in (root, root / "cifar10-jpg") if (r / split).is_dir()), None)
-        if folder is not None and any(p.is_dir() for p in folder.iterdir()):  # an image folder, e.g. a JPEG copy
+        if folder and any(p.is_dir() and p.name[0] != "." for p in folder.iterdir()):  # class folders: a JPEG copy
             return _load_folder(folder, image_size or 32, conditional, workers, name="cifar10", native=32)
     elif name == "folder":
         if split != "train":
