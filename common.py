@@ -528,6 +528,7 @@ class Logger:
             except ImportError:
                 raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard", 2) from None
             self.tb = SummaryWriter(str(tensorboard_dir), purge_step=step + 1)
+            print(f"tensorboard: {tensorboard_dir} (tensorboard --logdir {tensorboard_dir.parent})", file=sys.stderr)
 
     def log(self, step, epoch, stats):
         """stats: {'loss/d': tensor or float, ...}; None for a figure this step did not compute (the WGANs' loss/g
@@ -623,8 +624,7 @@ class Run:
         self.logger.start(self.step, args.tensorboard and self.rank == 0 and Path(args.out) / "runs" / args.name)
         self.t0 = time.time()
 
-    def parallel(self, G, D):
-        """Under torchrun: synchronised BatchNorm and DistributedDataParallel (parallel.wrap); else G and D."""
+    def parallel(self, G, D):  # under torchrun: synchronised BatchNorm and DistributedDataParallel
         return parallel.wrap(G, D, self.device) if self.world > 1 else (G, D)
 
     def batches(self, epoch):
@@ -687,8 +687,9 @@ class Run:
     def finish(self):
         """Close the logs and say what the run wrote."""
         self.logger.read()
-        if self.logger.tb:
-            self.logger.tb.close()
+        for handle in (self.logger.bar, self.logger.tb):  # the bar of a run stopped inside an epoch is still open
+            if handle is not None:
+                handle.close()
         if self.rank > 0:
             return
         grids = sorted(self.results.glob("epoch_*.png")) or sorted(self.results.glob("step_*.png"))
