@@ -22,9 +22,9 @@ The paper's own networks are for 112x112 scenes, and its 28x28 one is built arou
 fits 32x32 or 64x64 images. Adam with lr 0.0002 and beta1 0.5 and batch 64, as the authors' code for 28x28
 images (their scene networks use lr 0.001); z of 100 ~ N(0, I) as in dcgan.py (their code: 1024, uniform).
 
-Not as in the paper: G's update reuses the z of D's update (a fresh draw from the same prior is an equally
-unbiased estimate, one G forward dearer); BatchNorm's scales start at N(1, 0.02) (the PyTorch DCGAN example's
-choice; DCGAN's paper says only that weights start at N(0, 0.02)).
+Not as in the paper: G's update reuses the z of D's update, so G is scored on the very fakes D has just stepped
+against (a cheap, common choice, one G forward fewer; a fresh draw would not be); BatchNorm's scales start at
+N(1, 0.02) (the PyTorch DCGAN example's choice; DCGAN's paper says only that weights start at N(0, 0.02)).
 
 Conditional (--conditional): G(z, y) gets y one-hot concatenated to z, as in Mirza & Osindero 2014; D uses a
 projection (Miyato & Koyama 2018): D(x, y) = w.phi(x) + embed(y).phi(x), which adds one embedding and leaves the
@@ -74,7 +74,7 @@ class Generator(nn.Module):
     def __init__(self, latent_dim, channels, image_size, n_classes=0, width=64):
         super().__init__()
         self.n_classes = n_classes
-        c = width * image_size // 8  # 512 at 64x64 (Fig. 1), 256 at 32x32
+        c = width * image_size // 8  # 256 at 32x32, 512 at 64x64; Fig. 1's 1024 at 64x64 is --width 128
         layers = [nn.ConvTranspose2d(latent_dim + n_classes, c, 4, stride=1, padding=0, bias=False),
                   nn.BatchNorm2d(c), nn.ReLU(inplace=True)]  # (B, c, 4, 4): the "project and reshape" of Fig. 1
         while c > width:  # (B, c/2, 8, 8) -> ... -> (B, width, S/2, S/2)

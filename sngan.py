@@ -19,11 +19,14 @@ GAN loss, standard CNN on CIFAR-10).
 Networks: the paper's "standard CNN" (Table 3): G from a dense layer to 4 x 4 x 512, deconvolutions with
 BatchNorm and ReLU, a 3 x 3 convolution and Tanh; D of seven convolutions with LeakyReLU(0.1) and no
 normalisation but spectral normalisation, then a dense layer. For 64 x 64 images its straightforward extension:
-one more block in each (the paper's 48 x 48 STL-10 networks grow the same way). Optimiser: Table 1's setting C,
-Adam with alpha 0.0002, beta1 0.5, beta2 0.999 and n_dis = 1, the one the authors' own command for this network
-uses (pfnet-research/chainer-gan-lib, example.sh); batch 64, z of 128 ~ N(0, I).
+one more block in each (an extension of ours: the paper's 48 x 48 STL-10 networks keep the layer count and start
+from 6 x 6). Optimiser: Table 1's setting C, Adam with alpha 0.0002, beta1 0.5, beta2 0.999 and n_dis = 1. B and C
+take one D update per G update, the other four settings five; C is B at twice the learning rate.
+pfnet-research/chainer-gan-lib trains this network with setting C too (example.sh), but with the GAN loss
+(`--algorithm stdgan`, softplus), not the hinge. Batch 64, z of 128 ~ N(0, I).
 
-Not as in the paper: G's update reuses the z of D's update; weights start at N(0, 0.02), as the authors' code.
+Not as in the paper: G's update reuses the z of D's update, so G is scored on the very fakes D has just stepped
+against (a cheap, common choice; a fresh draw would not be); weights start at N(0, 0.02), as the authors' code.
 
 Conditional (--conditional): G(z, y) gets y one-hot concatenated to z, as in dcgan.py; D uses a projection
 (Miyato & Koyama 2018, by the same authors): D(x, y) = w.phi(x) + embed(y).phi(x), the embedding spectrally

@@ -18,10 +18,13 @@ first epoch, and BatchNorm in G was the one change that prevented it among those
 optimiser, initialisation, output layer and noise included (benchmarks/mlp_gan_collapse.py). Adam with DCGAN's
 settings instead of the paper's SGD, which diverged within two epochs here; z ~ N(0, I), PyTorch's default
 initialisation, a Tanh output (the authors' code: uniform z, small uniform weights, a sigmoid output); G's update
-reuses the z of D's update.
+reuses the z of D's update, so G is scored on the very fakes D has just stepped against (a cheap, common choice; a
+fresh draw would not be).
 
 Conditional (--conditional): the label, one-hot, is concatenated to the input of both networks: to z in G and to
 the flattened image in D (Mirza & Osindero 2014, "Conditional Generative Adversarial Nets", with MLPs as here).
+D's input dropout covers the one-hot too, as it does every pixel: in training, D sees no label for about a fifth
+of its samples.
 
     python vanilla_gan.py --dataset mnist --epochs 5
     python vanilla_gan.py --dataset cifar10 --epochs 25

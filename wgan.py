@@ -18,9 +18,9 @@ MNIST at batch 64 are 4685 critic and 937 generator updates. The authors' code a
 for each of the first 25 G updates and every 500th: a trick that is not in the paper's Algorithm 1. It is left
 out, since in a 5-epoch run it would spend over half the data on 30 G updates.
 
-Not as in the paper: G's update reuses the z of D's update (a fresh draw from the same prior is an equally
-unbiased estimate, one G forward dearer); BatchNorm's scales start at N(1, 0.02) (the PyTorch DCGAN example's
-choice; DCGAN's paper says only that weights start at N(0, 0.02));
+Not as in the paper: G's update reuses the z of D's update, so G is scored on the very fakes D has just stepped
+against (a cheap, common choice, one G forward fewer; a fresh draw would not be); BatchNorm's scales start at
+N(1, 0.02) (the PyTorch DCGAN example's choice; DCGAN's paper says only that weights start at N(0, 0.02));
 the authors' code starts them so too, and the first clipping sets them to 0.01, as there.
 
 Conditional (--conditional): G(z, y) gets y one-hot concatenated to z, as in Mirza & Osindero 2014; D uses a
@@ -68,7 +68,7 @@ class Generator(nn.Module):
     def __init__(self, latent_dim, channels, image_size, n_classes=0, width=64):
         super().__init__()
         self.n_classes = n_classes
-        c = width * image_size // 8  # 512 at 64x64 (Fig. 1), 256 at 32x32
+        c = width * image_size // 8  # 256 at 32x32, 512 at 64x64; Fig. 1's 1024 at 64x64 is --width 128
         layers = [nn.ConvTranspose2d(latent_dim + n_classes, c, 4, stride=1, padding=0, bias=False),
                   nn.BatchNorm2d(c), nn.ReLU(inplace=True)]  # (B, c, 4, 4): the "project and reshape" of Fig. 1
         while c > width:  # (B, c/2, 8, 8) -> ... -> (B, width, S/2, S/2)

@@ -15,9 +15,9 @@ norm is taken over all of a sample's C x H x W values, and the critic has no Bat
 sample's score depend on the rest of the batch). wasserstein/estimate and loss/gp (lambda times the penalty) are
 logged.
 
-Not as in the paper: G's update reuses the z of D's update (a fresh draw from the same prior is an equally
-unbiased estimate, one G forward dearer); BatchNorm's scales start at N(1, 0.02) (the PyTorch DCGAN example's
-choice; DCGAN's paper says only that weights start at N(0, 0.02));
+Not as in the paper: G's update reuses the z of D's update, so G is scored on the very fakes D has just stepped
+against (a cheap, common choice, one G forward fewer; a fresh draw would not be); BatchNorm's scales start at
+N(1, 0.02) (the PyTorch DCGAN example's choice; DCGAN's paper says only that weights start at N(0, 0.02));
 the critic's layer norm starts at scale 1 and shift 0, as the authors' code's. Steps: as in wgan.py.
 
 Conditional (--conditional): G(z, y) gets y one-hot concatenated to z, as in Mirza & Osindero 2014; D uses a
@@ -67,7 +67,7 @@ class Generator(nn.Module):
     def __init__(self, latent_dim, channels, image_size, n_classes=0, width=64):
         super().__init__()
         self.n_classes = n_classes
-        c = width * image_size // 8  # 512 at 64x64 (Fig. 1), 256 at 32x32
+        c = width * image_size // 8  # 256 at 32x32, 512 at 64x64; Fig. 1's 1024 at 64x64 is --width 128
         layers = [nn.ConvTranspose2d(latent_dim + n_classes, c, 4, stride=1, padding=0, bias=False),
                   nn.BatchNorm2d(c), nn.ReLU(inplace=True)]  # (B, c, 4, 4): the "project and reshape" of Fig. 1
         while c > width:  # (B, c/2, 8, 8) -> ... -> (B, width, S/2, S/2)
