@@ -360,3 +360,61 @@ def test_the_speckle_study_measures_each_candidate_once(data_root, tmp_path, mon
     assert measured == [50, 60, 60]
     assert len(json.loads((tmp_path / "mnist" / "fids.json").read_text())) == 3
     assert (tmp_path / "mnist" / "speckle.png").stat().st_size > 1000
+
+
+def load_ema(monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    spec = importlib.util.spec_from_file_location("ema", ROOT / "benchmarks" / "ema.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_ema_study_trains_the_scripts_run_bit_for_bit_and_writes_each_variant(data_root, monkeypatch, tmp_path):
+    """benchmarks/ema.py: the run's own checkpoints equal a plain run's; each variant is written at the epochs asked
+    for and measured once per epoch; an EMA without warm-up is torch's EMA of G's weights, the warm-up's first update
+    keeps 2/11 of the average, and a _bn variant's running statistics are recomputed, its weights untouched."""
+    import torch
+    import dcgan
+    from conftest import TINY, weights, assert_identical
+    ema = load_ema(monkeypatch)
+    measured = []
+    monkeypatch.setattr(ema.ev, "measure", lambda a, device: measured.append(a.ckpt) or [
+        {"checkpoint": c, "epoch": int(Path(c).stem[-3:]), "fid": 10.0 + i} for i, c in enumerate(a.ckpt)])
+    updates = []
+    real_update = torch.optim.swa_utils.AveragedModel.update_parameters
+    monkeypatch.setattr(torch.optim.swa_utils.AveragedModel, "update_parameters",
+                        lambda self, G: updates.append({k: v.clone() for k, v in G.state_dict().items()})
+                        or real_update(self, G))
+    argv = ["--dataset", "mnist", "--data-root", str(data_root), *TINY, "--epochs", "2", "--d-steps", "2"]
+    variants = "ema0.9,ema0.5_warm,ema0.9_bn,G_bn"
+    rows = ema.main(["--script", "dcgan", "--variants", variants, "--at", "1,2", "--n", "10", *argv,
+                     "--out", str(tmp_path / "study")])
+    assert train(dcgan, data_root, "--epochs", "2", "--d-steps", "2", "--out", str(tmp_path / "plain")) == 0
+    models, plain = tmp_path / "study" / "models" / "dcgan_mnist", tmp_path / "plain" / "models" / "dcgan_mnist"
+    for e in (1, 2):
+        assert_identical(weights(models / f"epoch_00{e}.pt"), weights(plain / f"epoch_00{e}.pt"))
+    assert sorted(r["variant"] for r in rows) == sorted(["G", *variants.split(",")] * 2)
+    assert len(measured) == 1 and len(measured[0]) == 10
+    # 64 images, batch 8: 8 steps an epoch, G updated at every second one (2 averages updated each time)
+    G_states = updates[::2]
+    assert len(G_states) == 8 and all(len(updates[i::2]) == 8 for i in range(2))
+    load = lambda v, e: torch.load(models / v / f"epoch_00{e}.pt", weights_only=True)["G"]  # noqa: E731
+    G1 = torch.load(models / "epoch_001.pt", weights_only=True)["G"]
+    key = next(k for k in G1 if k.endswith("weight") and G1[k].dim() == 4)
+    expect = G_states[0][key]
+    for s in G_states[1:4]:
+        expect = 0.9 * expect + 0.1 * s[key]
+    assert torch.allclose(load("ema0.9", 1)[key], expect, atol=1e-6)
+    warm = G_states[0][key]
+    for n, s in enumerate(G_states[1:4], 1):  # update n keeps min(0.5, (1 + n) / (10 + n)): 2/11, 3/12, 4/13
+        warm = (1 + n) / (10 + n) * warm + (1 - (1 + n) / (10 + n)) * s[key]
+    assert torch.allclose(load("ema0.5_warm", 1)[key], warm, atol=1e-6)
+    bn, plain_bn = load("ema0.9_bn", 2), load("ema0.9", 2)
+    assert all(torch.equal(bn[k], plain_bn[k]) for k in bn if "running" not in k and "num_batches" not in k)
+    assert not any(torch.equal(bn[k], plain_bn[k]) for k in bn if "running_mean" in k)
+    G_bn, G2 = load("G_bn", 2), torch.load(models / "epoch_002.pt", weights_only=True)["G"]
+    assert torch.equal(G_bn[key], G2[key]) and not torch.equal(G_bn[key], load("ema0.9", 2)[key])
+    again = ema.main(["--script", "dcgan", "--variants", variants, "--at", "1,2", "--n", "10", *argv,
+                      "--out", str(tmp_path / "study")])  # done: measured again, not trained again
+    assert len(again) == 10 and len(updates) == 8 * 2
