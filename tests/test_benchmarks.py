@@ -388,8 +388,8 @@ def test_the_ema_study_trains_the_scripts_run_bit_for_bit_and_writes_each_varian
                         or real_update(self, G))
     argv = ["--dataset", "mnist", "--data-root", str(data_root), *TINY, "--epochs", "2", "--d-steps", "2"]
     variants = "ema0.9,ema0.5_warm,ema0.9_bn,G_bn"
-    rows = ema.main(["--script", "dcgan", "--variants", variants, "--at", "1,2", "--n", "10", *argv,
-                     "--out", str(tmp_path / "study")])
+    rows = ema.main(["--script", "dcgan", "--variants", variants, "--at", "1,2", "--n", "10", "--bn-batches", "2",
+                     *argv, "--out", str(tmp_path / "study")])
     assert train(dcgan, data_root, "--epochs", "2", "--d-steps", "2", "--out", str(tmp_path / "plain")) == 0
     models, plain = tmp_path / "study" / "models" / "dcgan_mnist", tmp_path / "plain" / "models" / "dcgan_mnist"
     for e in (1, 2):
@@ -415,6 +415,6 @@ def test_the_ema_study_trains_the_scripts_run_bit_for_bit_and_writes_each_varian
     assert not any(torch.equal(bn[k], plain_bn[k]) for k in bn if "running_mean" in k)
     G_bn, G2 = load("G_bn", 2), torch.load(models / "epoch_002.pt", weights_only=True)["G"]
     assert torch.equal(G_bn[key], G2[key]) and not torch.equal(G_bn[key], load("ema0.9", 2)[key])
-    again = ema.main(["--script", "dcgan", "--variants", variants, "--at", "1,2", "--n", "10", *argv,
-                      "--out", str(tmp_path / "study")])  # done: measured again, not trained again
+    again = ema.main(["--script", "dcgan", "--variants", variants, "--at", "1,2", "--n", "10", "--bn-batches", "2",
+                      *argv, "--out", str(tmp_path / "study")])  # done: measured again, not trained again
     assert len(again) == 10 and len(updates) == 8 * 2
