@@ -301,12 +301,13 @@ def test_a_curve_takes_its_minutes_from_one_run(monkeypatch, tmp_path, run_on_di
     assert all(c["train_seconds"] == 60 * e for e, c in points.items() if e not in kept)
 
 
-def load_study(monkeypatch):
+def load_benchmark(monkeypatch, name):
+    """benchmarks/<name>.py as a module; the sys.path entries it adds are put back after the test."""
     monkeypatch.setattr(sys, "path", list(sys.path))
-    spec = importlib.util.spec_from_file_location("mlp_gan_speckle", ROOT / "benchmarks" / "mlp_gan_speckle.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
-    return study
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_the_speckle_study_changes_what_each_candidate_names_and_nothing_else(monkeypatch):
@@ -315,7 +316,7 @@ def test_the_speckle_study_changes_what_each_candidate_names_and_nothing_else(mo
     import torch
     import dcgan
     import vanilla_gan
-    study = load_study(monkeypatch)
+    study = load_benchmark(monkeypatch, "mlp_gan_speckle")
     shipped = vanilla_gan.Generator, vanilla_gan.Discriminator
     for name in ("Generator", "Discriminator"):
         monkeypatch.setattr(vanilla_gan, name, getattr(vanilla_gan, name))  # put back after the test
@@ -343,7 +344,7 @@ def test_the_speckle_study_measures_each_candidate_once(data_root, tmp_path, mon
     another N, or the run trained again, is another measurement."""
     import shutil
     import vanilla_gan
-    study = load_study(monkeypatch)
+    study = load_benchmark(monkeypatch, "mlp_gan_speckle")
     measured = []
     monkeypatch.setattr(study.ev, "measure", lambda a, device: measured.append(a.n) or [{"fid": 100.0 + a.n}])
     for seed, n in ((0, 50), (0, 50), (0, 60), (1, 60)):
@@ -362,14 +363,6 @@ def test_the_speckle_study_measures_each_candidate_once(data_root, tmp_path, mon
     assert (tmp_path / "mnist" / "speckle.png").stat().st_size > 1000
 
 
-def load_ema(monkeypatch):
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    spec = importlib.util.spec_from_file_location("ema", ROOT / "benchmarks" / "ema.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_ema_study_trains_the_scripts_run_bit_for_bit_and_writes_each_variant(data_root, monkeypatch, tmp_path):
     """benchmarks/ema.py: the run's own checkpoints equal a plain run's; each variant is written at the epochs asked
     for and measured once per epoch; an EMA without warm-up is torch's EMA of G's weights, the warm-up's first update
@@ -377,7 +370,7 @@ def test_the_ema_study_trains_the_scripts_run_bit_for_bit_and_writes_each_varian
     import torch
     import dcgan
     from conftest import TINY, weights, assert_identical
-    ema = load_ema(monkeypatch)
+    ema = load_benchmark(monkeypatch, "ema")
     measured = []
     monkeypatch.setattr(ema.ev, "measure", lambda a, device: measured.append(a.ckpt) or [
         {"checkpoint": c, "epoch": int(Path(c).stem[-3:]), "fid": 10.0 + i} for i, c in enumerate(a.ckpt)])
