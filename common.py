@@ -65,7 +65,7 @@ def positive(kind):
 positive_int, positive_float = positive(int), positive(float)
 
 
-def arg_parser(doc, *, lr, batch_size, d_steps, latent_dim=100, epochs=25):
+def arg_parser(doc, *, lr, batch_size, d_steps, latent_dim=100, epochs=25, ema=0.0):
     """The command line every training script shares; each script passes its paper's defaults."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -79,6 +79,7 @@ def arg_parser(doc, *, lr, batch_size, d_steps, latent_dim=100, epochs=25):
     p.add_argument("--latent-dim", type=positive_int, default=latent_dim, help="size of z")
     p.add_argument("--d-steps", type=positive_int, default=d_steps, help="D updates per G update (k, n_critic, n_dis)")
     p.add_argument("--conditional", action="store_true", help="class-conditional: G and D both get the label")
+    p.add_argument("--ema", type=float, default=ema, help="decay of the average of G that samples come from (0: G)")
     p.add_argument("--seed", type=int, default=0, help="random seed (weights, noise, data order)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="auto: cuda, mps, cpu")
     p.add_argument("--out", default=".", help="root for models/, results/ and runs/")
@@ -104,8 +105,8 @@ def finish_args(parser, argv, arch):
     args.image_size = args.image_size or (64 if args.dataset == "folder" else 32)
     if args.image_size not in (32, 64):
         parser.error(f"--image-size must be 32 or 64, not {args.image_size}")
-    if args.workers < 0 or args.sample_every < 0:
-        parser.error("--workers and --sample-every must be >= 0")
+    if args.workers < 0 or args.sample_every < 0 or not 0 <= args.ema < 1:
+        parser.error("--workers and --sample-every must be >= 0, --ema in [0, 1)")
     args.name = args.name or f"{arch}_{args.dataset.replace('-', '_')}" + ("_cond" if args.conditional else "")
     if os.sep in args.name or args.name.startswith("."):
         parser.error(f"--name {args.name!r} must be a plain folder name")
@@ -119,8 +120,7 @@ RUN_CONTROL = ("epochs", "max_steps", "device", "workers", "tensorboard", "sampl
 
 
 def _resume_args(args, typed):
-    """--resume: the run's settings come from its checkpoint, so that G and D are rebuilt the same; a flag typed with
-    another value, other than RUN_CONTROL's, is refused rather than ignored."""
+    """--resume: the settings come from the checkpoint; a flag typed with another value (not RUN_CONTROL's) stops it."""
     path = Path(args.out) / "models" / args.name / "last.pt" if args.resume is True else Path(args.resume)
     if not path.exists():
         raise UserError(f"--resume: no checkpoint at {path} (start the run without --resume, or give its path)", 2)
@@ -182,6 +182,16 @@ def set_rng_state(state):
     torch.set_rng_state(state["torch"].cpu())
     if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def ema(decay):
+    """AveragedModel's multi_avg_fn for G's average: an EMA whose n-th update keeps min(decay, (1 + n) / (10 + n)) of
+    it (TensorFlow's warm-up), so that G's first, poor weights fade within a few hundred updates. 0: G, exactly."""
+    @torch.no_grad()
+    def update(averaged, current, n):  # the weight stays a tensor: a GPU never waits for the host here
+        if averaged[0].is_floating_point():  # (not BatchNorm's batch counters, which its momentum leaves unused)
+            torch._foreach_lerp_(averaged, current, [(9 / (10 + n)).clamp(min=1 - decay)] * len(averaged))
+    return update
 
 
 # ------------------------------------------------------------------------------------------------------------- data
@@ -305,11 +315,6 @@ class ImageFiles(torch.utils.data.Dataset):
         return TF.center_crop(TF.resize(x, self.size, antialias=True), [self.size, self.size]), self.labels[i], True
 
 
-def loader(ds, workers, **kw):
-    """A DataLoader seeded by a private generator: a run's weights never depend on whether data went through one."""
-    return torch.utils.data.DataLoader(ds, num_workers=workers, generator=torch.Generator().manual_seed(0), **kw)
-
-
 def _load_folder(root, size, conditional, workers, name="folder", native=None):
     files, labels, classes = _list_images(Path(root))
     if conditional and not classes:
@@ -344,7 +349,9 @@ def _decode_cached(ds, root, workers):
     except Exception:  # no cache yet, or an unreadable one: decode
         pass
     from tqdm import tqdm
-    batches = tqdm(loader(ds, workers, batch_size=256), desc=f"decoding {root} (once)")
+    # a private generator: a run's weights never depend on whether images went through a DataLoader
+    data = torch.utils.data.DataLoader(ds, 256, num_workers=workers, generator=torch.Generator().manual_seed(0))
+    batches = tqdm(data, desc=f"decoding {root} (once)")
     parts, ok = zip(*((x[k], k) for x, _, k in batches))
     images, ok = torch.cat(parts), torch.cat(ok)
     try:
@@ -447,8 +454,7 @@ def atomic_write(path, write):
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_save(obj, path):
@@ -488,7 +494,7 @@ def load_checkpoint(path, map_location="cpu"):
 
 
 def resume(path, nets, world_size, rank, device, max_steps=None):
-    """--resume's checkpoint, loaded into nets (G, D, opt_G, opt_D), with the random state where it stopped."""
+    """--resume's checkpoint, loaded into nets (G, D, opt_G, opt_D, G_ema), with the random state where it stopped."""
     ck = load_checkpoint(path, map_location=device)
     n = ck.get("world_size", 1)
     if max_steps and ck["step"] >= max_steps:
@@ -498,7 +504,8 @@ def resume(path, nets, world_size, rank, device, max_steps=None):
         raise UserError(f"{path} was trained by {n} process{'es' * (n > 1)} and this run has {world_size}: "
                         f"each process's data shard and random state are in it, so resume with {n} ({how})", 2)
     for name, m in nets.items():
-        m.load_state_dict(ck[name])
+        if name in ck:  # (a checkpoint from before G_ema: its average starts at G's next update)
+            m.load_state_dict(ck[name])
     set_rng_state(ck["rng_ranks"][rank] if world_size > 1 else ck["rng"])
     if rank == 0:
         print(f"resuming {path} at step {ck['step']}", file=sys.stderr)
@@ -602,13 +609,13 @@ class Run:
     """A run's state (step, fixed noise, logs) and files: models/<name>/, results/<name>/, runs/<name>/ (TensorBoard).
     The script's loop says when to draw a grid and write a checkpoint; under torchrun only rank 0 writes."""
 
-    def __init__(self, args, data, G, D, opt_G, opt_D, model_args, device):  # --resume: loads the checkpoint here
+    def __init__(self, args, data, G, D, opt_G, opt_D, model_args, device, G_ema):  # --resume: loads them here
         self.rank, self.world = parallel.world()
         check_run(args, device, self.world, len(data))
         self.per = len(data) // args.batch_size  # steps in an epoch
         data = dataclasses.replace(data, images=data.images.to(device), labels=data.labels.to(device))  # once
         self.args, self.data, self.model_args, self.device = args, data, model_args, device
-        self.G, self.nets, self.classes = G, {"G": G, "D": D, "opt_G": opt_G, "opt_D": opt_D}, data.classes
+        self.nets, self.classes = {"G": G, "D": D, "opt_G": opt_G, "opt_D": opt_D, "G_ema": G_ema}, data.classes
         self.models, self.results = (Path(args.out) / d / args.name for d in ("models", "results"))
         self.fixed_z, self.fixed_labels = fixed_noise(args, data.classes if args.conditional else [])
         self.step, self.seconds = 0, 0.0  # seconds: the training time before a resume
@@ -648,15 +655,14 @@ class Run:
 
     @torch.no_grad()
     def grid(self, path):
-        """The fixed-noise grid to path ('epoch 3' on epoch_003.png, which joins progress.gif), from G in eval mode
-        (BatchNorm's running statistics): a grid does not depend on a batch. A NaN logged stops the run first."""
+        """The fixed-noise grid to path ('epoch 3' on epoch_003.png, which joins progress.gif) from G's average in eval
+        mode (BatchNorm's running statistics): a grid does not depend on a batch. A NaN logged stops the run first."""
         self.logger.read()
         if self.rank > 0:  # rank 0 draws it from its own G: a pass through the DDP wrapper would wait for the others
             return
-        self.G.eval()
+        G = self.nets["G_ema"].module.eval()
         y = None if self.fixed_labels is None else self.fixed_labels.to(self.device)
-        fake = self.G(self.fixed_z.to(self.device), y)
-        self.G.train()
+        fake = G(self.fixed_z.to(self.device), y)
         kind, _, n = Path(path).stem.partition("_")
         save_grid(fake, path, nrow=8 if y is None else 10, row_labels=y if y is None else list(map(str, self.classes)),
                   title=f"{kind} {int(n)}" if n.isdigit() else Path(path).stem)
@@ -666,8 +672,7 @@ class Run:
             self.logger.tb.add_images("samples", fake.cpu() / 2 + 0.5, self.step)
 
     def checkpoint(self, path):
-        """The run to path and to last.pt, as plain data (torch.load(..., weights_only=True) reads it), after the
-        logged figures are read; losses.png is redrawn from losses.csv."""
+        """The run to path and to last.pt as plain data (weights_only=True reads it); losses.png from losses.csv."""
         self.logger.read()
         d, a = self.data, self.args
         state = {"format": CKPT_FORMAT, "version": CKPT_VERSION, "arch": a.arch, "model_args": dict(self.model_args),

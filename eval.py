@@ -45,6 +45,7 @@ def arg_parser():
     p.add_argument("--batch-size", type=common.positive_int, default=None, help="images per pass (G, Inception); "
                    "None: 10 on a CPU (fastest there: benchmarks/inception_speed.py), 200 on a GPU")
     p.add_argument("--label", default=None, help="class to generate (index or name), conditional checkpoints")
+    p.add_argument("--raw", action="store_true", help="sample from G as trained, not from its average (--ema)")
     p.add_argument("--interpolate", action="store_true", help="latent walk: each row goes from one z to another")
     p.add_argument("--steps", type=common.positive_int, default=10, help="images per walk (--interpolate)")
     p.add_argument("--save-dir", default=None, help="also write the N samples as PNG files, as metrics see them "
@@ -91,14 +92,17 @@ def newest_run(root="."):
     return str(runs[-1])
 
 
-def load_generator(path, device):
-    """-> (G in eval mode, checkpoint dict). Works for any arch in ARCHS, trained on any device."""
+def load_generator(path, device, raw=False):
+    """-> (G in eval mode, checkpoint dict), any arch in ARCHS, trained on any device: the average of G's weights
+    where the checkpoint holds one (G_ema), else (or when raw) G as trained; ck['ema'] says which (0: G)."""
     ck = common.load_checkpoint(path, map_location="cpu")
     if ck.get("arch") not in ARCHS:
         raise common.UserError(f"{ck['path']}: unknown arch {ck.get('arch')!r} (this ganzoo knows {', '.join(ARCHS)})")
+    ema = {k.removeprefix("module."): v for k, v in ck.get("G_ema", {}).items() if k != "n_averaged"}
+    ck["ema"] = 0 if raw or not ema else ck["args"].get("ema", 0)  # (a checkpoint from before --ema has none)
     try:
         G = importlib.import_module(ck["arch"]).Generator(**ck["model_args"])
-        G.load_state_dict(ck["G"])
+        G.load_state_dict(ema if ck["ema"] else ck["G"])
     except (KeyError, TypeError, RuntimeError) as e:
         raise common.UserError(f"{ck['path']}: its generator does not match {ck['arch']}.py "
                                f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
@@ -130,7 +134,7 @@ def title(ck):
     d_steps = ck["args"].get("d_steps", ck["args"].get("n_critic", 1))  # n_critic: checkpoints before --d-steps
     g = ck["step"] // d_steps
     return f"{ck['args']['name']}  epoch {ck['epoch']}  (step {ck['step']}" + \
-        (f", {g} G update{'s' * (g != 1)})" if d_steps > 1 else ")")
+        (f", {g} G update{'s' * (g != 1)}" if d_steps > 1 else "") + (f", EMA {ck['ema']})" if ck.get("ema") else ")")
 
 
 # ---------------------------------------------------------------------------------------------------- sampling
@@ -167,8 +171,7 @@ def sample_labels(ck, n, label=None):
 
 def native_uint8(x, ck):
     """Samples in [-1, 1] -> uint8 at the dataset's native size (the pad cropped, or resized back), as on disk."""
-    d = ck["data"]
-    return common.to_native_size(common.to_uint8(x), d["native_size"], d["mapping"])
+    return common.to_native_size(common.to_uint8(x), ck["data"]["native_size"], ck["data"]["mapping"])
 
 
 def slerp(z0, z1, t):
@@ -189,7 +192,7 @@ def default_out(ck, suffix):
 
 def sample_grid(args, device):
     """One checkpoint's figure: a grid (one labelled row per class when conditional), or a latent walk."""
-    G, ck = load_generator(args.ckpt[0], device)
+    G, ck = load_generator(args.ckpt[0], device, args.raw)
     label, dim = parse_label(args.label, ck), ck["model_args"]["latent_dim"]
     if args.interpolate:
         rows = max(1, args.n // args.steps)
@@ -223,7 +226,7 @@ def compare_figure(args, device, row_titles=None):
     """A row per checkpoint, titled (row_titles, or run, epoch and step), the same z where latent sizes match."""
     rows, titles = [], []
     for path in args.ckpt:
-        G, ck = load_generator(path, device)
+        G, ck = load_generator(path, device, args.raw)
         label = parse_label(args.label, ck) if args.label is not None and n_classes(ck) else None
         z = latents(args.nrow, ck["model_args"]["latent_dim"], args.seed)
         x = generate(G, z, sample_labels(ck, args.nrow, label), device, args.batch_size)
@@ -236,7 +239,7 @@ def compare_figure(args, device, row_titles=None):
 def save_samples(args, device):
     """--save-dir: the N samples exactly as the metrics see them (native size, uint8 PNG)."""
     from PIL import Image
-    G, ck = load_generator(args.ckpt[0], device)
+    G, ck = load_generator(args.ckpt[0], device, args.raw)
     x = native_uint8(samples(G, ck, args, device, parse_label(args.label, ck)), ck)
     folder = Path(args.save_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -279,8 +282,7 @@ def features(extract, images, batch_size, desc):
 
 
 def stats(f):
-    f = f.astype(np.float64)
-    return f.mean(0), np.cov(f, rowvar=False)
+    return f.mean(0, dtype=np.float64), np.cov(f, rowvar=False)  # (np.cov computes in float64)
 
 
 def fid_from_stats(mu1, sigma1, mu2, sigma2, eps=1e-6):
@@ -295,8 +297,7 @@ def fid_from_stats(mu1, sigma1, mu2, sigma2, eps=1e-6):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
             raise ValueError(f"FID: imaginary component {np.abs(covmean.imag).max()} in (S1 S2)^1/2")
         covmean = covmean.real
-    diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    return float((mu1 - mu2) @ (mu1 - mu2) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
 def kid(f1, f2, subsets=100, subset_size=1000, seed=0):
@@ -318,8 +319,7 @@ def kid(f1, f2, subsets=100, subset_size=1000, seed=0):
 def reference(spec, ck, args, extract, name):
     """-> {'label', 'mu', 'sigma', 'feats' (None for an .npz), 'n'}; features cached under cache_dir()/fid."""
     d = ck["data"]
-    if spec is None:
-        spec = f"{d['dataset']}:test" if d["dataset"] != "folder" else d["source"]
+    spec = spec or (f"{d['dataset']}:test" if d["dataset"] != "folder" else d["source"])
     if spec.endswith(".npz"):
         if not Path(spec).is_file():
             raise common.UserError(f"--ref {spec}: no such file", 2)
@@ -379,13 +379,13 @@ def measure(args, device):
 def measure_one(path, args, device, network, refs):
     """One checkpoint's row: its N samples, at native size as uint8, through the Inception network."""
     (extract, name), t0 = network, time.time()
-    G, ck = load_generator(path, device)
+    G, ck = load_generator(path, device, args.raw)
     d = ck["data"]
     key = (args.ref or f"{d['dataset']}:{d['source']}", d["native_size"])
     ref = refs[key] = refs.get(key) or reference(args.ref, ck, args, extract, name)
     row = {"checkpoint": ck["path"], "arch": ck["arch"], "dataset": d["dataset"], "epoch": ck["epoch"],
            "step": ck["step"], "n": args.n, "seed": args.seed, "feature_extractor": name, "ref": ref["label"],
-           "ref_n": ref["n"]}
+           "ref_n": ref["n"], "ema": ck["ema"]}
     x = samples(G, ck, args, device, parse_label(args.label, ck), "generating")
     f = features(extract, native_uint8(x, ck), args.batch_size, f"features {Path(ck['path']).name}")
     if "fid" in args.metrics:

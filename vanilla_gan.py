@@ -33,6 +33,7 @@ of its samples.
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
 
 import common
 
@@ -157,13 +158,18 @@ def main(argv=None):
     opt_G = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), fused=True)
     opt_D = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), fused=True)
 
-    run = common.Run(args, data, G, D, opt_G, opt_D, model_args, device)  # --resume: loads G, D, optimizers
+    # --ema: samples (grids, eval.py) come from an exponential moving average of G's weights and BatchNorm statistics
+    # (Yazici et al. 2019), and G and D play the game exactly as without it. 0, the default: G itself (README)
+    G_ema = AveragedModel(G, multi_avg_fn=common.ema(args.ema), use_buffers=True)
+    run = common.Run(args, data, G, D, opt_G, opt_D, model_args, device, G_ema)  # --resume: loads all five
     G, D = run.parallel(G, D)  # torchrun: synchronised BatchNorm and DistributedDataParallel (parallel.py)
     for epoch in range(run.start_epoch, args.epochs + 1):
         for real, labels in run.batches(epoch):  # images in [-1, 1]; labels: None unless --conditional
             run.step += 1
             update_G = run.step % args.d_steps == 0  # every d_steps-th batch, counted on across epoch ends
             run.log(train_step(G, D, opt_G, opt_D, real, labels, args, update_G))
+            if update_G:
+                G_ema.update_parameters(G)  # grids and eval.py sample from the average
             if run.step == args.max_steps:  # a short run (--max-steps) stops here, with a checkpoint
                 run.grid(run.results / f"step_{run.step:07d}.png")
                 run.checkpoint(run.models / "last.pt")

@@ -1,7 +1,7 @@
-"""Do G's samples improve when they come from an average of G's weights? One training run of a script keeps, beside
-G, exponential moving averages of G's weights (Yazici et al. 2019, "The Unusual Effectiveness of Averaging in GAN
-Training"; torch.optim.swa_utils.AveragedModel). At the epochs asked for, each variant is written as a checkpoint
-that eval.py reads, and all are scored by FID (eval.py's, against the dataset's test split).
+"""Which average of G's weights should samples come from? The scripts keep one (--ema: an exponential moving average
+with a warm-up, Yazici et al. 2019, "The Unusual Effectiveness of Averaging in GAN Training"); one training run of a
+script here keeps several beside G (torch.optim.swa_utils.AveragedModel). At the epochs asked for, each variant is
+written as a checkpoint that eval.py reads (its G), and all are scored by FID (eval.py's, against the test split).
 
 Training is the script's own main(), bit for bit: the averages read G after each of its updates and write nothing
 back, so the run's own checkpoints are those of the same command without this benchmark (tested).
@@ -13,7 +13,7 @@ Variants (--variants, comma-separated):
                      the population statistics that batch statistics estimate at sampling time
   ema<decay>         an EMA of G's weights and of its running statistics (use_buffers=True) from G's first update
   ema<decay>_warm    the same with a warm-up: its n-th update keeps min(decay, (1 + n) / (10 + n)) of the average,
-                     so that G's first, poor weights fade within a few hundred updates
+                     so that G's first, poor weights fade within a few hundred updates (the scripts' --ema decay)
   ..._bn             an EMA with its BatchNorm statistics recomputed for the averaged weights
 
     python benchmarks/ema.py --script dcgan --dataset cifar10 --epochs 25
@@ -53,20 +53,6 @@ def parse_variant(name):
     return decay, "warm" in flags, "bn" in flags
 
 
-def warm_ema(decay):
-    """AveragedModel's multi_avg_fn for an EMA with a warm-up: its n-th update (n = 1, 2, ...) keeps
-    min(decay, (1 + n) / (10 + n)) of the average and takes the rest from G."""
-    @torch.no_grad()
-    def update(averaged, current, n):
-        keep = min(decay, (1 + n.item()) / (10 + n.item()))
-        if averaged[0].is_floating_point():
-            torch._foreach_lerp_(averaged, current, 1 - keep)
-        else:  # BatchNorm's batch counters: G's own
-            for a, c in zip(averaged, current):
-                a.copy_(c)
-    return update
-
-
 def recompute_bn(G, latent_dim, device, batches, batch_size=250, seed=0):
     """G's BatchNorm running statistics set to their mean over `batches` batches of fresh z (update_bn), drawn from
     their own generator: the training run's random state is left alone."""
@@ -83,14 +69,14 @@ def averaging_run(variants, at, bn_batches):
     class AveragingRun(common.Run):
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
-            self.averages = {(d, warm): AveragedModel(self.G, multi_avg_fn=warm_ema(d) if warm else
+            self.averages = {(d, warm): AveragedModel(self.nets["G"], multi_avg_fn=common.ema(d) if warm else
                                                       get_ema_multi_avg_fn(d), use_buffers=True) for d, warm in kinds}
 
         def log(self, stats):
             super().log(stats)
             if self.step % self.args.d_steps == 0:  # G was updated at this step (the scripts' update_G)
                 for avg in self.averages.values():
-                    avg.update_parameters(self.G)
+                    avg.update_parameters(self.nets["G"])
 
         def checkpoint(self, path):
             super().checkpoint(path)
@@ -101,7 +87,7 @@ def averaging_run(variants, at, bn_batches):
             for v, (d, warm, bn) in parsed.items():
                 if v == "G":
                     continue
-                net = copy.deepcopy(self.G if d is None else self.averages[d, warm].module)
+                net = copy.deepcopy(self.nets["G"] if d is None else self.averages[d, warm].module)
                 if bn:
                     recompute_bn(net, self.args.latent_dim, self.device, bn_batches)
                 ck["G"] = {k: t.cpu() for k, t in net.state_dict().items()}
@@ -165,7 +151,7 @@ def main(argv=None):
         with run_class(averaging_run(variants, set(at), a.bn_batches)):
             script.main(script_argv)
     device = common.get_device(args.device)
-    ev_args = ev.parse_args(["--ckpt", *map(str, wanted), "--metrics", "fid", "--n", str(a.n), "--device",
+    ev_args = ev.parse_args(["--ckpt", *map(str, wanted), "--raw", "--metrics", "fid", "--n", str(a.n), "--device",
                              args.device, "--data-root", args.data_root, *(["--ref", a.ref] if a.ref else [])])
     ev_args.batch_size = ev.default_batch_size(device)
     rows = ev.measure(ev_args, device)

@@ -88,7 +88,7 @@ class BareRun:
     profile = False
     channels_last = True
 
-    def __init__(self, args, data, G, D, opt_G, opt_D, model_args, device, **_):
+    def __init__(self, args, data, G, D, opt_G, opt_D, model_args, device, G_ema, **_):
         self.args, self.step, self.start_epoch, self.device = args, 0, 1, device
         self.models = self.results = Path(".")  # nothing is written there
         layout = torch.channels_last if BareRun.channels_last else torch.contiguous_format

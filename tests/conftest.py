@@ -98,9 +98,9 @@ def train(script, data_root, *extra):
 
 
 def weights(path):
-    """A checkpoint's G, D and both optimizers' states."""
+    """A checkpoint's G, D, both optimizers' states and the average of G."""
     ck = torch.load(path, weights_only=True)
-    return ck["G"], ck["D"], ck["opt_G"]["state"], ck["opt_D"]["state"]
+    return ck["G"], ck["D"], ck["opt_G"]["state"], ck["opt_D"]["state"], ck["G_ema"]
 
 
 def assert_identical(a, b):

@@ -383,15 +383,16 @@ def test_the_ema_study_trains_the_scripts_run_bit_for_bit_and_writes_each_varian
     variants = "ema0.9,ema0.5_warm,ema0.9_bn,G_bn"
     rows = ema.main(["--script", "dcgan", "--variants", variants, "--at", "1,2", "--n", "10", "--bn-batches", "2",
                      *argv, "--out", str(tmp_path / "study")])
+    study = list(updates)
     assert train(dcgan, data_root, "--epochs", "2", "--d-steps", "2", "--out", str(tmp_path / "plain")) == 0
     models, plain = tmp_path / "study" / "models" / "dcgan_mnist", tmp_path / "plain" / "models" / "dcgan_mnist"
     for e in (1, 2):
         assert_identical(weights(models / f"epoch_00{e}.pt"), weights(plain / f"epoch_00{e}.pt"))
     assert sorted(r["variant"] for r in rows) == sorted(["G", *variants.split(",")] * 2)
     assert len(measured) == 1 and len(measured[0]) == 10
-    # 64 images, batch 8: 8 steps an epoch, G updated at every second one (2 averages updated each time)
-    G_states = updates[::2]
-    assert len(G_states) == 8 and all(len(updates[i::2]) == 8 for i in range(2))
+    # 64 images, batch 8: 8 steps an epoch, G updated at every second one (3 averages updated each time)
+    G_states = study[::3]  # the study's two averages, then the script's own
+    assert len(G_states) == 8 and all(len(study[i::3]) == 8 for i in range(3))
     load = lambda v, e: torch.load(models / v / f"epoch_00{e}.pt", weights_only=True)["G"]  # noqa: E731
     G1 = torch.load(models / "epoch_001.pt", weights_only=True)["G"]
     key = next(k for k in G1 if k.endswith("weight") and G1[k].dim() == 4)
@@ -410,4 +411,4 @@ def test_the_ema_study_trains_the_scripts_run_bit_for_bit_and_writes_each_varian
     assert torch.equal(G_bn[key], G2[key]) and not torch.equal(G_bn[key], load("ema0.9", 2)[key])
     again = ema.main(["--script", "dcgan", "--variants", variants, "--at", "1,2", "--n", "10", "--bn-batches", "2",
                       *argv, "--out", str(tmp_path / "study")])  # done: measured again, not trained again
-    assert len(again) == 10 and len(updates) == 8 * 2
+    assert len(again) == 10 and len(updates) == 8 * 3 + 8  # (and the plain run's own average)

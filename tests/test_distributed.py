@@ -54,7 +54,7 @@ def test_the_global_batch_must_split_evenly(monkeypatch):
     args = dcgan.parse_args(["--batch-size", "128"])
     G, D = dcgan.Generator(latent_dim=100, channels=1, image_size=32), dcgan.Discriminator(channels=1, image_size=32)
     with pytest.raises(common.UserError, match="global batch.*3 processes.*try 126"):
-        common.Run(args, data, G, D, None, None, {}, torch.device("cpu"))
+        common.Run(args, data, G, D, None, None, {}, torch.device("cpu"), None)
 
 
 # ----------------------------------------------------------------------------------------- one step, 1 vs 2 processes
@@ -93,7 +93,7 @@ def one_step(script, rank, world, out):
     args.out, args.batch_size = out, B
     data = common.Data("x", 1, 32, 28, "pad", [], torch.zeros(B, dtype=torch.long),
                        images=torch.zeros(B, 1, 32, 32, dtype=torch.uint8))
-    run = common.Run(args, data, G, D, opt_G, opt_D, {}, torch.device("cpu"))
+    run = common.Run(args, data, G, D, opt_G, opt_D, {}, torch.device("cpu"), None)
     G_step, D_step = run.parallel(G, D)  # as the scripts: BatchNorm synchronised, DDP (2 processes)
     counts = {"G": 0, "D": 0}
     if world > 1:

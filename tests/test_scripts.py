@@ -258,6 +258,17 @@ def test_a_resume_drops_the_rows_logged_after_its_checkpoint(data_root, tmp_path
     assert rows == list(csv.DictReader(open(tmp_path / "results/straight/losses.csv")))
 
 
+def test_a_checkpoint_from_before_the_average_of_G_resumes_and_starts_its_average(data_root, tmp_path):
+    assert train(dcgan, data_root, "--max-steps", "3", "--name", "old") == 0
+    path = tmp_path / "models/old/last.pt"
+    ck = torch.load(path, weights_only=True)
+    del ck["G_ema"], ck["args"]["ema"]
+    torch.save(ck, path)
+    assert train(dcgan, data_root, "--epochs", "1", "--name", "old", "--resume") == 0
+    ck = torch.load(path, weights_only=True)
+    assert ck["step"] == 8 and ck["G_ema"]["n_averaged"] == 5 and ck["args"]["ema"] == dcgan.parse_args([]).ema
+
+
 def test_resume_from_a_given_checkpoint_takes_its_settings(data_root, tmp_path):
     """(common.finish_args, which every script calls: one script stands for all.)"""
     script = wgan
@@ -345,6 +356,34 @@ def test_command_line_help(script, capsys):
                  "--latent-dim", "--d-steps", "--conditional", "--seed", "--device", "--out", "--name", "--resume",
                  "--sample-every", "--tensorboard", "--workers", "--amp", f"(default: {script.parse_args([]).lr})"]:
         assert flag in out, flag
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=ids)
+def test_the_average_of_G_leaves_training_as_it_is(script, data_root, tmp_path, monkeypatch):
+    """2 epochs with G's average (--ema 0.5) and with its update made a no-op: G, D and both optimizers bit for bit
+    equal. The average starts as G after its first update; the n-th update after it moves it max(1 - decay, 9 /
+    (10 + n)) of the way to G, BatchNorm's running statistics too; the grids are drawn from it."""
+    from torch.optim.swa_utils import AveragedModel
+    real_update, seen = AveragedModel.update_parameters, []
+    monkeypatch.setattr(AveragedModel, "update_parameters",
+                        lambda self, G: seen.append({k: v.clone() for k, v in G.state_dict().items()})
+                        or real_update(self, G))
+    assert train(script, data_root, "--epochs", "2", "--ema", "0.5", "--name", "ema") == 0
+    monkeypatch.setattr(AveragedModel, "update_parameters", lambda self, G: None)
+    assert train(script, data_root, "--epochs", "2", "--ema", "0.5", "--name", "without") == 0
+    a, b = weights(tmp_path / "models/ema/last.pt"), weights(tmp_path / "models/without/last.pt")
+    assert_identical(a[:4], b[:4])
+    d_steps = script.parse_args([]).d_steps
+    assert len(seen) == 16 // d_steps and a[4]["n_averaged"] == len(seen)  # 8 steps an epoch; G's updates
+    expect = seen[0]
+    for n, G in enumerate(seen[1:], 1):
+        expect = {k: torch.lerp(v, G[k], max(0.5, 9 / (10 + n))) if v.is_floating_point() else v
+                  for k, v in expect.items()}
+    assert all(torch.allclose(a[4]["module." + k], v, atol=1e-6) for k, v in expect.items() if v.is_floating_point())
+    assert any("running_mean" in k for k in expect) and not all(torch.equal(a[4]["module." + k], a[0][k]) for k in a[0])
+    # the same G, but the other run's average never moved from G's first weights: a grid drawn from G would be equal
+    grids = [(tmp_path / f"results/{name}/epoch_002.png").read_bytes() for name in ("ema", "without")]
+    assert grids[0] != grids[1]
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=ids)

@@ -154,7 +154,7 @@ def test_amp_is_refused_on_mps_in_one_line():
                        images=torch.zeros(8, 1, 32, 32, dtype=torch.uint8))
     G, D = dcgan.Generator(latent_dim=100, channels=1, image_size=32), dcgan.Discriminator(channels=1, image_size=32)
     with pytest.raises(common.UserError, match="--amp.*MPS"):
-        common.Run(args, data, G, D, None, None, {}, torch.device("mps"))
+        common.Run(args, data, G, D, None, None, {}, torch.device("mps"), None)
 
 
 @pytest.mark.parametrize("flags", ["fpu avx2 fma", "fpu avx512f avx512_bf16", None])
