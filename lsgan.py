@@ -26,6 +26,9 @@ Not as in the paper: G's update reuses the z of D's update, so G is scored on th
 against (a cheap, common choice, one G forward fewer; a fresh draw would not be); BatchNorm's scales start at
 N(1, 0.02) (the PyTorch DCGAN example's choice; DCGAN's paper says only that weights start at N(0, 0.02)).
 
+Sampling: grids and eval.py run G with BatchNorm's running statistics (eval mode), as the authors' code does
+(measured for DCGAN only so far, where they score better than batch statistics: docs/averaging.md).
+
 Conditional (--conditional): G(z, y) gets y one-hot concatenated to z, as in Mirza & Osindero 2014; D uses a
 projection (Miyato & Koyama 2018): D(x, y) = w.phi(x) + embed(y).phi(x), which adds one embedding and leaves the
 paper's conv stack unchanged, where label channels would change D's input layer.

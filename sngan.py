@@ -28,6 +28,8 @@ pfnet-research/chainer-gan-lib trains this network with setting C too (example.s
 Not as in the paper: G's update reuses the z of D's update, so G is scored on the very fakes D has just stepped
 against (a cheap, common choice; a fresh draw would not be); weights start at N(0, 0.02), as the authors' code.
 
+Sampling: grids and eval.py run G with BatchNorm's running statistics (eval mode), as chainer-gan-lib does.
+
 Conditional (--conditional): G(z, y) gets y one-hot concatenated to z, as in dcgan.py; D uses a projection
 (Miyato & Koyama 2018, by the same authors): D(x, y) = w.phi(x) + embed(y).phi(x), the embedding spectrally
 normalised like every weight of D.

@@ -21,6 +21,9 @@ initialisation, a Tanh output (the authors' code: uniform z, small uniform weigh
 reuses the z of D's update, so G is scored on the very fakes D has just stepped against (a cheap, common choice; a
 fresh draw would not be).
 
+Sampling: grids and eval.py run G with BatchNorm's running statistics (eval mode), so that a sample does not
+depend on the batch it was drawn in.
+
 Conditional (--conditional): the label, one-hot, is concatenated to the input of both networks: to z in G and to
 the flattened image in D (Mirza & Osindero 2014, "Conditional Generative Adversarial Nets", with MLPs as here).
 D's input dropout covers the one-hot too, as it does every pixel: in training, D sees no label for about a fifth

@@ -23,6 +23,10 @@ against (a cheap, common choice, one G forward fewer; a fresh draw would not be)
 N(1, 0.02) (the PyTorch DCGAN example's choice; DCGAN's paper says only that weights start at N(0, 0.02));
 the authors' code starts them so too, and the first clipping sets them to 0.01, as there.
 
+Sampling: grids and eval.py run G with BatchNorm's running statistics (eval mode), where the authors' code
+samples with each batch's own (measured for DCGAN only so far, where running statistics score better:
+docs/averaging.md).
+
 Conditional (--conditional): G(z, y) gets y one-hot concatenated to z, as in Mirza & Osindero 2014; D uses a
 projection (Miyato & Koyama 2018): D(x, y) = w.phi(x) + embed(y).phi(x), which adds one embedding and leaves the
 paper's conv stack unchanged, where label channels would change D's input layer.
