@@ -35,7 +35,7 @@ import common
 
 def parse_args(argv=None):
     # Section 4: Adam, lr 0.0002, beta1 0.5; minibatch 128; z of 100 (Fig. 1); one D update per G update
-    p = common.arg_parser(__doc__, lr=2e-4, batch_size=128, d_steps=1)
+    p = common.arg_parser(__doc__, lr=2e-4, batch_size=128, d_steps=1, ema=0.999)  # ema: docs/averaging.md
     p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (paper: 0.5, as 0.9 oscillated)")
     p.add_argument("--beta2", type=float, default=0.999, help="Adam beta2 (not in the paper: PyTorch's default)")
     p.add_argument("--width", type=common.positive_int, default=64, help="channels of G's last and D's first layer")
@@ -158,7 +158,7 @@ def main(argv=None):
     opt_D = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), fused=True)
 
     # --ema: samples (grids, eval.py) come from an exponential moving average of G's weights and BatchNorm statistics
-    # (Yazici et al. 2019), and G and D play the game exactly as without it. 0, the default: G itself (README)
+    # (Yazici et al. 2019), and G and D play the game exactly as without it. 0: G itself (docs/averaging.md)
     G_ema = AveragedModel(G, multi_avg_fn=common.ema(args.ema), use_buffers=True)
     run = common.Run(args, data, G, D, opt_G, opt_D, model_args, device, G_ema)  # --resume: loads all five
     G, D = run.parallel(G, D)  # torchrun: synchronised BatchNorm and DistributedDataParallel (parallel.py)

@@ -176,7 +176,7 @@ def main(argv=None):
     opt_D = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), fused=True)
 
     # --ema: samples (grids, eval.py) come from an exponential moving average of G's weights and BatchNorm statistics
-    # (Yazici et al. 2019), and G and D play the game exactly as without it. 0, the default: G itself (README)
+    # (Yazici et al. 2019), and G and D play the game exactly as without it. 0: G itself (docs/averaging.md)
     G_ema = AveragedModel(G, multi_avg_fn=common.ema(args.ema), use_buffers=True)
     run = common.Run(args, data, G, D, opt_G, opt_D, model_args, device, G_ema)  # --resume: loads all five
     G, D = run.parallel(G, D)  # torchrun: synchronised BatchNorm and DistributedDataParallel (parallel.py)
